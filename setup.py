@@ -1,0 +1,33 @@
+"""Builds the pstable Cython extension.
+
+Compiler directives live here, once. ``STREAMTRAIN_DEBUG=1 pip install -e .`` builds with bounds
+and wraparound checks on, so one test run covers the compiled loops with checks.
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("STREAMTRAIN_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "pstable._table",
+        ["pstable/_table.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+    )
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
