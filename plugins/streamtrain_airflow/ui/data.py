@@ -1,0 +1,414 @@
+"""The UI's read layer: which models exist, and what their chains hold.
+
+A thin, read-only view of the model store (``docs/design.md``, "Model store layout"): the
+append-only ``ledger.jsonl`` and each committed version's immutable ``meta.json``. It never
+reads ``staging/`` (uncommitted data is invisible to readers) and never writes.
+
+Everything here is cached on file identity (size, mtime): the ledger is re-read only when it
+grows, and a version's ``meta.json`` is read once (versions are immutable), so a page over a
+chain of thousands of versions reads the ledger plus the few ``meta.json`` it shows.
+
+When ``trainer.store`` grows a public reader, :func:`read_chain` is the one place to switch.
+
+>>> import json, pathlib, tempfile
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (d / "ledger.jsonl").write_text(json.dumps({"seq": 1, "event": "commit",
+...     "version": "v000001", "kind": "full", "hour": 498805, "parent": None}) + "\\n")
+>>> chain = read_chain(d)
+>>> [v.version for v in chain.versions], chain.head.hour_str
+(['v000001'], '2026-11-26T13')
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from trainer.hours import hour_str as _hour_str
+
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
+DAG_ID_PREFIX = "streamtrain_"
+
+#: metric keys of ``meta.json`` ``metrics`` (design.md), in table order.
+METRIC_KEYS = ("auc", "logloss", "pred_ctr", "actual_ctr", "rows", "rows_per_s", "table_rows",
+               "ids_admitted", "ids_filtered", "rows_evicted", "bytes_saved", "bad_rows",
+               "dense_nulls")
+#: phases of ``metrics.seconds``, in table order (unknown extra phases are shown after these).
+PHASES = ("load", "train", "stage", "commit")
+
+
+class StoreReadError(ValueError):
+    """A ledger line or a ``meta.json`` cannot be read; the message names the file."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model = one config file. ``error`` is set (and ``model_dir`` may be empty) when the
+    config does not load; the UI lists such a model with its error instead of hiding it."""
+
+    name: str
+    config_path: str
+    model_dir: str
+    dag_id: str
+    error: str = ""
+
+
+def default_config_dir() -> Path:
+    """``STREAMTRAIN_CONFIG_DIR``, else ``<repo>/examples`` (the same rule as the DAG folder)."""
+    env = os.environ.get("STREAMTRAIN_CONFIG_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "examples"
+
+
+def _load_config(path: Path):
+    """``trainer.config.load_config`` -> (name, model_dir). The import is done here, lazily, so
+    the plugin loads even while the training side is half-installed; in that case only ``name``
+    and ``model_dir`` are read (no validation) and said so."""
+    try:
+        from trainer.config import load_config
+    except ImportError:  # e.g. the pstable extension is not built in this environment
+        return _read_name_and_model_dir(path)
+    cfg = load_config(path)
+    return cfg.name, cfg.model_dir
+
+
+def _read_name_and_model_dir(path: Path) -> tuple[str, str]:
+    if path.suffix == ".toml":
+        import tomllib
+        raw = tomllib.loads(path.read_text())
+    else:
+        import yaml
+        raw = yaml.safe_load(path.read_text())
+    name, model_dir = raw.get("name"), raw.get("model_dir")
+    if not isinstance(name, str) or not isinstance(model_dir, str):
+        raise ValueError(f"{path}: name and model_dir must be strings")
+    if "://" not in model_dir and not os.path.isabs(model_dir):
+        model_dir = str((path.parent / model_dir).resolve())
+    return name, model_dir
+
+
+def discover_models(config_dir: Path | None = None) -> list[ModelRef]:
+    """One :class:`ModelRef` per config file in `config_dir`, sorted by name."""
+    config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
+    models = []
+    try:
+        paths = sorted(p for p in config_dir.iterdir() if p.suffix in CONFIG_SUFFIXES)
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            name, model_dir = _load_config(path)
+            models.append(ModelRef(name, str(path), model_dir, DAG_ID_PREFIX + name))
+        except Exception as err:  # a broken config is shown, not fatal to the page
+            models.append(ModelRef(path.stem, str(path), "", DAG_ID_PREFIX + path.stem,
+                                   error=f"{type(err).__name__}: {err}"))
+    models.sort(key=lambda m: m.name)
+    return models
+
+
+# --------------------------------------------------------------------------- chain
+
+
+@dataclass
+class Version:
+    """A committed version as the ledger records it (``meta`` is read on demand)."""
+
+    seq: int
+    version: str
+    kind: str
+    hour: int
+    hour_str: str
+    parent: str | None
+    committed_at: str
+    event: dict = field(repr=False)
+
+
+@dataclass
+class Missing:
+    seq: int
+    hour: int
+    hour_str: str
+    reason: str
+    event: dict = field(repr=False)
+
+
+@dataclass
+class Chain:
+    """The live chain in training order, plus missing hours and rolled-back versions."""
+
+    model_dir: str
+    versions: list[Version]
+    missing: list[Missing]
+    rolled_back: list[Version]
+    stamp: tuple
+
+    @property
+    def head(self) -> Version | None:
+        return self.versions[-1] if self.versions else None
+
+    def find(self, version: str) -> Version | None:
+        for v in self.versions:
+            if v.version == version:
+                return v
+        for v in self.rolled_back:
+            if v.version == version:
+                return v
+        return None
+
+
+def _hs(event: dict) -> str:
+    text = event.get("hour_str")
+    if isinstance(text, str) and text:
+        return text
+    try:
+        return _hour_str(int(event["hour"]))
+    except (KeyError, TypeError, ValueError):
+        return "?"
+
+
+def _file_stamp(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (None, None)
+    return (st.st_size, st.st_mtime_ns)
+
+
+_chain_cache: "OrderedDict[str, Chain]" = OrderedDict()
+_meta_cache: "OrderedDict[tuple, dict]" = OrderedDict()
+_lock = threading.Lock()
+_CHAIN_CACHE_SIZE = 64
+_META_CACHE_SIZE = 50_000
+
+
+def read_chain(model_dir: str | os.PathLike) -> Chain:
+    """Parse ``model_dir/ledger.jsonl`` (cached until the file changes).
+
+    ``commit`` appends a version, ``rollback`` removes the named version from the live chain,
+    ``missing`` records a skipped hour; other events are ignored. A model that has not committed
+    anything yet (no ledger) is an empty chain. A line that is not JSON raises
+    :class:`StoreReadError` naming the file and line, except a torn last line (a writer mid-append).
+    """
+    ledger = Path(model_dir) / "ledger.jsonl"
+    stamp = _file_stamp(ledger)
+    key = str(ledger)
+    with _lock:
+        hit = _chain_cache.get(key)
+        if hit is not None and hit.stamp == stamp:
+            _chain_cache.move_to_end(key)
+            return hit
+    versions: list[Version] = []
+    missing: list[Missing] = []
+    rolled_back: list[Version] = []
+    if stamp[0] is not None:
+        with open(ledger, "rb") as f:
+            lines = f.read().split(b"\n")
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                if lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1]):
+                    break  # torn tail: not committed yet
+                raise StoreReadError(f"{ledger}:{lineno}: not a JSON line") from None
+            kind = ev.get("event")
+            if kind == "commit":
+                versions.append(Version(
+                    seq=int(ev.get("seq", lineno)), version=str(ev["version"]),
+                    kind=str(ev.get("kind", "?")), hour=int(ev["hour"]), hour_str=_hs(ev),
+                    parent=ev.get("parent"), committed_at=str(ev.get("committed_at", "")),
+                    event=ev))
+            elif kind == "missing":
+                missing.append(Missing(seq=int(ev.get("seq", lineno)), hour=int(ev["hour"]),
+                                       hour_str=_hs(ev), reason=str(ev.get("reason", "")),
+                                       event=ev))
+            elif kind == "rollback":
+                name = ev.get("version")
+                for i in range(len(versions) - 1, -1, -1):
+                    if versions[i].version == name:
+                        rolled_back.append(versions.pop(i))
+                        break
+    chain = Chain(str(model_dir), versions, missing, rolled_back, stamp)
+    with _lock:
+        _chain_cache[key] = chain
+        _chain_cache.move_to_end(key)
+        while len(_chain_cache) > _CHAIN_CACHE_SIZE:
+            _chain_cache.popitem(last=False)
+    return chain
+
+
+def read_meta(model_dir: str | os.PathLike, version: str) -> dict | None:
+    """``versions/<version>/meta.json`` as a dict, or ``None`` if it is gone (pruned).
+
+    Committed versions are immutable, so a successful read is cached for good (bounded LRU).
+    """
+    path = Path(model_dir) / "versions" / version / "meta.json"
+    key = (str(path),)
+    with _lock:
+        hit = _meta_cache.get(key)
+        if hit is not None:
+            _meta_cache.move_to_end(key)
+            return hit
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise StoreReadError(f"{path}: not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise StoreReadError(f"{path}: not a JSON object")
+    with _lock:
+        _meta_cache[key] = meta
+        while len(_meta_cache) > _META_CACHE_SIZE:
+            _meta_cache.popitem(last=False)
+    return meta
+
+
+def clear_caches() -> None:
+    with _lock:
+        _chain_cache.clear()
+        _meta_cache.clear()
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _num(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def version_row(model_dir: str, v: Version, *, rolled_back: bool = False) -> dict:
+    """One chain-table row: the ledger entry joined with its ``meta.json`` (documented in
+    ``docs/ui.md``; numbers are ``null`` when the meta is gone or lacks them)."""
+    error = ""
+    try:
+        meta = read_meta(model_dir, v.version)
+    except StoreReadError as err:
+        meta, error = None, str(err)
+    if meta is None and not error:
+        error = "meta.json not found (pruned?)"
+    meta = meta or {}
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    files = meta.get("files") if isinstance(meta.get("files"), list) else []
+    seconds = metrics.get("seconds") if isinstance(metrics.get("seconds"), dict) else {}
+    rows = meta.get("rows") if isinstance(meta.get("rows"), dict) else {}
+    file_bytes = sum(int(f.get("bytes", 0)) for f in files if isinstance(f, dict)) if files else None
+    airflow = meta.get("airflow") if isinstance(meta.get("airflow"), dict) else {}
+    return {
+        "seq": v.seq,
+        "version": v.version,
+        "kind": v.kind,
+        "hour": v.hour,
+        "hour_str": v.hour_str,
+        "parent": v.parent,
+        "committed_at": v.committed_at,
+        "rolled_back": rolled_back,
+        "rows": {k: _num(rows.get(k)) for k in ("admitted", "pending", "tombstones")},
+        "bytes": _num(metrics.get("bytes_saved")) if file_bytes is None else file_bytes,
+        "metrics": {k: _num(metrics.get(k)) for k in METRIC_KEYS},
+        "seconds": {str(k): _num(s) for k, s in _ordered_phases(seconds)},
+        "airflow": {"dag_id": airflow.get("dag_id"), "run_id": airflow.get("run_id")},
+        "error": error,
+    }
+
+
+def _ordered_phases(seconds: dict) -> Iterable[tuple[str, Any]]:
+    for p in PHASES:
+        if p in seconds:
+            yield p, seconds[p]
+    for p, s in seconds.items():
+        if p not in PHASES:
+            yield p, s
+
+
+def page_of(chain: Chain, page: int, per_page: int) -> tuple[list[Version], int]:
+    """Newest-first page ``page`` (1-based) of the live chain, and the number of pages."""
+    total = len(chain.versions)
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    end = total - (page - 1) * per_page
+    start = max(0, end - per_page)
+    return list(reversed(chain.versions[start:end])), pages
+
+
+def series(chain: Chain, hours: int, end_hour: int | None = None) -> dict:
+    """Per-data-hour points of the window ``(end_hour - hours, end_hour]`` (default: ending at the
+    head's hour), sorted by data hour, with the missing hours of the same window."""
+    if end_hour is None:
+        candidates = [v.hour for v in chain.versions] + [m.hour for m in chain.missing]
+        end_hour = max(candidates) if candidates else 0
+    start_hour = end_hour - hours + 1
+    # late (backfilled) hours may sit anywhere in the chain: data hours decide membership.
+    picked = [v for v in chain.versions if start_hour <= v.hour <= end_hour]
+    picked.sort(key=lambda v: (v.hour, v.seq))
+    points = []
+    for v in picked:
+        row = version_row(chain.model_dir, v)
+        points.append({"hour": v.hour, "hour_str": v.hour_str, "version": v.version,
+                       "kind": v.kind, "bytes": row["bytes"], **row["metrics"],
+                       "seconds": row["seconds"]})
+    missing = sorted(({"hour": m.hour, "hour_str": m.hour_str, "reason": m.reason}
+                      for m in chain.missing if start_hour <= m.hour <= end_hour),
+                     key=lambda m: m["hour"])
+    # an hour that was missing and later backfilled is no longer missing
+    trained = {p["hour"] for p in points}
+    missing = [m for m in missing if m["hour"] not in trained]
+    return {"start_hour": start_hour, "end_hour": end_hour, "start": _safe_hs(start_hour),
+            "end": _safe_hs(end_hour), "points": points, "missing": missing}
+
+
+def _safe_hs(h: int) -> str:
+    try:
+        return _hour_str(h)
+    except ValueError:
+        return "?"
+
+
+def now_hour() -> int:
+    return int(time.time() // 3600)
+
+
+def freshness(head_hour: int | None, now: int | None = None) -> dict:
+    """Lag of the head's data hour behind the wall clock, in hours. Hour ``h`` is complete at
+    ``h + 1``, so a chain that is fully up to date has ``lag_hours == 1``."""
+    now = now_hour() if now is None else now
+    if head_hour is None:
+        return {"now_hour": now, "now": _safe_hs(now), "lag_hours": None, "state": "empty"}
+    lag = now - head_hour
+    state = "fresh" if lag <= 2 else ("late" if lag <= 24 else "stale")
+    return {"now_hour": now, "now": _safe_hs(now), "lag_hours": lag, "state": state}
+
+
+def find_run(model: ModelRef, dag_id: str, run_id: str) -> tuple[list[dict], list[dict]]:
+    """Versions (live and rolled back) and missing events made by Airflow run ``run_id``."""
+    chain = read_chain(model.model_dir)
+    found = []
+    for v, rb in [(v, True) for v in chain.rolled_back] + [(v, False) for v in chain.versions]:
+        ev_af = v.event.get("airflow") or {}
+        if ev_af.get("run_id") == run_id:
+            found.append(version_row(model.model_dir, v, rolled_back=rb))
+            continue
+        try:
+            meta = read_meta(model.model_dir, v.version)
+        except StoreReadError:
+            continue
+        af = (meta or {}).get("airflow") or {}
+        if af.get("run_id") == run_id and af.get("dag_id", dag_id) == dag_id:
+            found.append(version_row(model.model_dir, v, rolled_back=rb))
+    missing = [{"hour": m.hour, "hour_str": m.hour_str, "reason": m.reason}
+               for m in chain.missing if (m.event.get("airflow") or {}).get("run_id") == run_id]
+    return found, missing

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything streamtrain needs on a fresh Debian machine, idempotently:
+# system packages (Chromium for the UI tests), a project venv with the Python packages
+# (Airflow, MPICH + mpi4py from PyPI, pyarrow, numpy, Cython, test tools) and the compiled table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+      echo "setup: cannot install ${need_apt[*]} (not root, no sudo); browser tests will fail" >&2
+      need_apt=()
+    fi
+  fi
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need_apt[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --upgrade pip setuptools wheel "cython>=3.0,<4" "numpy>=1.26"
+echo "setup: pip install -e .[dev] (Airflow, MPICH, mpi4py, pyarrow, ...)"
+"$VENV/bin/pip" install -q --no-build-isolation -e ".[dev]"
+"$VENV/bin/python" -c "import pstable, trainer, streamtrain_airflow; from mpi4py import MPI" \
+  || { echo "setup: the installed packages do not import" >&2; exit 1; }
+echo "setup: done ($VENV)"

@@ -1,0 +1,167 @@
+"""``streamtrain`` command line (also ``python -m trainer``).
+
+Every command takes the model config; every failure exits non-zero with a one-line reason first.
+The commands are thin: each parses its arguments and calls the module that does the work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trainer.hours import hour_index
+
+
+class CommandError(RuntimeError):
+    """A command cannot do what was asked; the message is the one-line reason."""
+
+
+def _hour(text: str) -> int:
+    try:
+        return hour_index(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamtrain", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, config_required: bool = True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", required=config_required, help="model config (TOML or YAML)")
+        return p
+
+    p = command("gen-data", "write a synthetic hourly stream (planted model, drift, new ids)")
+    p.add_argument("--start", type=_hour, required=True, help="first hour, YYYY-MM-DDTHH (UTC)")
+    p.add_argument("--hours", type=int, default=6)
+    p.add_argument("--rows-per-hour", type=int, default=20000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--skip", type=_hour, nargs="*", default=[], help="hours left missing")
+
+    p = command("train", "train one hour (run under mpiexec); stages the new version")
+    p.add_argument("--hour", type=_hour, required=True)
+    p.add_argument("--force", action="store_true", help="retrain the hour if it is the head")
+
+    p = command("save", "commit the staged version of an hour")
+    p.add_argument("--hour", type=_hour, required=True)
+    p.add_argument("--kind", choices=("full", "delta"), help="refuse if the staged kind differs")
+
+    p = command("mark-missing", "record an hour whose partition never landed")
+    p.add_argument("--hour", type=_hour, required=True)
+    p.add_argument("--reason", default="partition never completed")
+
+    p = command("publish", "append the hour's committed version to the donefile")
+    p.add_argument("--hour", type=_hour, required=True)
+
+    p = command("run-hour", "train (launching mpiexec) + save + publish one hour, for debugging")
+    p.add_argument("--hour", type=_hour, required=True)
+    p.add_argument("--force", action="store_true")
+
+    p = command("chain", "list and verify the committed versions")
+    p.add_argument("--verify", action="store_true", help="re-check every checksum and link")
+    p.add_argument("--json", action="store_true")
+
+    p = command("predict", "score a Parquet file with a committed version")
+    p.add_argument("--version", default="head")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+
+    p = command("prune", "remove versions that no load needs")
+    p.add_argument("--keep-bases", type=int, default=None)
+
+    p = command("demo", "the main job on its embedded default (Airflow, mpiexec, synthetic data)",
+                config_required=False)
+    p.add_argument("--hours", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_dispatch(args) or 0)
+    except KeyboardInterrupt:
+        print("streamtrain: error: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, OSError, RuntimeError) as err:
+        print(f"streamtrain: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args) -> int:
+    if args.command == "demo":
+        from streamtrain_airflow.demo import main as demo_main
+        return demo_main(_demo_argv(args))
+    from trainer.config import load_config
+    cfg = load_config(args.config)
+    handler = _HANDLERS[args.command]
+    return handler(cfg, args)
+
+
+def _demo_argv(args) -> list[str]:
+    argv = []
+    if args.config:
+        argv += ["--config", args.config]
+    if args.hours:
+        argv += ["--hours", str(args.hours)]
+    return argv
+
+
+def _gen_data(cfg, args) -> int:
+    from trainer.gendata import generate_hours
+    report = generate_hours(cfg.columns, cfg.data_root, args.start, args.hours,
+                            args.rows_per_hour, seed=args.seed, skip=tuple(args.skip))
+    print(json.dumps(report, default=str) if report is not None else "done")
+    return 0
+
+
+def _train(cfg, args) -> int:
+    from trainer.job import run_train
+    return run_train(cfg, args.hour, force=args.force)
+
+
+def _save(cfg, args) -> int:
+    from trainer import actions
+    print(actions.save(cfg, args.hour, kind=args.kind))
+    return 0
+
+
+def _mark_missing(cfg, args) -> int:
+    from trainer import actions
+    print(actions.mark_missing(cfg, args.hour, args.reason))
+    return 0
+
+
+def _publish(cfg, args) -> int:
+    from trainer import actions
+    print(json.dumps(actions.publish(cfg, args.hour)))
+    return 0
+
+
+def _run_hour(cfg, args) -> int:
+    from trainer.launch import run_hour
+    return run_hour(cfg, args.hour, force=args.force)
+
+
+def _chain(cfg, args) -> int:
+    from trainer import actions
+    return actions.chain_command(cfg, verify=args.verify, as_json=args.json)
+
+
+def _predict(cfg, args) -> int:
+    from trainer import actions
+    print(actions.predict(cfg, args.version, args.input, args.output))
+    return 0
+
+
+def _prune(cfg, args) -> int:
+    from trainer import actions
+    print(actions.prune(cfg, keep_bases=args.keep_bases))
+    return 0
+
+
+_HANDLERS = {
+    "gen-data": _gen_data, "train": _train, "save": _save, "mark-missing": _mark_missing,
+    "publish": _publish, "run-hour": _run_hour, "chain": _chain, "predict": _predict,
+    "prune": _prune,
+}

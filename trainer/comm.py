@@ -1,0 +1,143 @@
+"""MPI plumbing shared by servers and workers: roles, message tags, packing, and the waiting helper.
+
+Why a waiting helper: with MPICH every blocking wait (``Recv``, ``Probe``, ``Wait``) busy-polls a
+whole core. On a 2-core machine running 1 server + 2 workers that halves throughput. Every wait
+here polls a few times, then sleeps with exponential backoff (tens of microseconds doubling to a
+cap), and gives up after a timeout naming what it waited for — a dead peer is an error, not a hang.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+# Message tags (worker -> server requests, server -> worker replies).
+TAG_PULL = 11  # uint8 packet: header, keys, slots -> reply TAG_PULL_REPLY
+TAG_PUSH = 12  # uint8 packet: header, keys, slots, shows, clicks, grads, dense grad -> TAG_PUSH_ACK
+TAG_DONE = 13  # a worker has no more requests for this server
+TAG_PULL_REPLY = 21  # float32: rows [n, 1+dim] then (if asked) the server's dense slice
+TAG_PUSH_ACK = 22  # int64 [created, filtered, updated]
+
+
+class JobError(RuntimeError):
+    """A rank of the job failed; the message names rank, host and cause."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Ranks ``0..servers-1`` host table shards; the rest are workers. Rank 0 coordinates."""
+
+    rank: int
+    size: int
+    servers: int
+
+    @classmethod
+    def decide(cls, comm: MPI.Comm, servers: int) -> "Roles":
+        if comm.size < servers + 1:
+            raise JobError(f"need at least {servers + 1} ranks ({servers} server(s) + 1 worker), "
+                           f"got {comm.size}")
+        return cls(rank=comm.rank, size=comm.size, servers=servers)
+
+    @property
+    def workers(self) -> int:
+        return self.size - self.servers
+
+    @property
+    def is_server(self) -> bool:
+        return self.rank < self.servers
+
+    @property
+    def worker_index(self) -> int:
+        return self.rank - self.servers
+
+    def server_ranks(self) -> range:
+        return range(self.servers)
+
+    def worker_ranks(self) -> range:
+        return range(self.servers, self.size)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a rank waits: `spins` polls, then sleeps from `min_us` doubling to `max_us`."""
+
+    spins: int = 50
+    min_us: float = 20.0
+    max_us: float = 500.0
+    timeout_s: float = 600.0
+
+    def wait(self, ready, what: str):
+        """Call ``ready()`` until it returns something not None; return that value."""
+        for _ in range(self.spins):
+            value = ready()
+            if value is not None:
+                return value
+        delay = self.min_us * 1e-6
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            value = ready()
+            if value is not None:
+                return value
+            if time.monotonic() > deadline:
+                raise JobError(f"rank {MPI.COMM_WORLD.rank} on {socket.gethostname()}: "
+                               f"waited {self.timeout_s:.0f}s for {what}")
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_us * 1e-6)
+
+    def probe(self, comm: MPI.Comm, source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG,
+              what: str = "a message") -> MPI.Status:
+        status = MPI.Status()
+        return self.wait(lambda: status if comm.Iprobe(source, tag, status) else None, what)
+
+    def complete(self, request: MPI.Request, what: str) -> None:
+        self.wait(lambda: True if request.Test() else None, what)
+
+
+def recv_bytes(comm: MPI.Comm, status: MPI.Status) -> np.ndarray:
+    """Receive the message `status` describes into a fresh uint8 buffer."""
+    buf = np.empty(status.Get_count(MPI.BYTE), dtype=np.uint8)
+    comm.Recv([buf, MPI.BYTE], source=status.Get_source(), tag=status.Get_tag())
+    return buf
+
+
+def pack(*arrays: np.ndarray) -> np.ndarray:
+    """Concatenate arrays' bytes into one uint8 packet, prefixed by each array's byte length."""
+    parts = [np.ascontiguousarray(a).view(np.uint8).reshape(-1) for a in arrays]
+    header = np.array([len(parts)] + [p.size for p in parts], dtype=np.int64).view(np.uint8)
+    return np.concatenate([header, *parts])
+
+
+def unpack(packet: np.ndarray, *dtypes) -> list[np.ndarray]:
+    """Inverse of :func:`pack`: views (no copies) of the arrays, given their dtypes in order."""
+    count = int(packet[:8].view(np.int64)[0])
+    if count != len(dtypes):
+        raise JobError(f"malformed packet: {count} arrays, expected {len(dtypes)}")
+    sizes = packet[8:8 * (count + 1)].view(np.int64)
+    out, offset = [], 8 * (count + 1)
+    for size, dtype in zip(sizes, dtypes):
+        out.append(packet[offset:offset + size].view(dtype))
+        offset += int(size)
+    return out
+
+
+def fail_job(comm: MPI.Comm, err: BaseException) -> None:
+    """Print rank, host and traceback to stderr, then abort every rank of the job."""
+    where = f"rank {comm.rank}/{comm.size} on {socket.gethostname()} (pid {os.getpid()})"
+    sys.stderr.write(f"[streamtrain] error: {where}: {type(err).__name__}: {err}\n")
+    sys.stderr.write("".join(traceback.format_exception(err)))
+    sys.stderr.flush()
+    sys.stdout.flush()
+    comm.Abort(1)
+
+
+def agree(comm: MPI.Comm, ok: bool, what: str) -> None:
+    """Every rank states whether `what` succeeded; all fail together if any did not."""
+    failed = comm.allreduce(0 if ok else 1, op=MPI.SUM)
+    if failed:
+        raise JobError(f"{what} failed on {failed} rank(s)")

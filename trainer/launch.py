@@ -1,0 +1,97 @@
+"""The ``mpiexec`` command line for one hour: the only place it is built.
+
+``streamtrain run-hour`` and the Airflow train operator both call :func:`mpiexec_command`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from trainer.config import ConfigError, ModelConfig
+from trainer.hours import hour_str
+
+
+def mpiexec_path(cfg: ModelConfig) -> str:
+    """The configured mpiexec, or the one installed beside this Python (the venv's MPICH)."""
+    if cfg.mpi.mpiexec:
+        found = shutil.which(cfg.mpi.mpiexec)
+        if not found:
+            raise ConfigError(f"mpi.mpiexec: {cfg.mpi.mpiexec!r} is not an executable")
+        return found
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if not found:
+        raise ConfigError("mpi.mpiexec: no mpiexec beside this Python nor on PATH; "
+                          "install the project (pip install -e .) or set mpi.mpiexec")
+    return found
+
+
+def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False) -> list[str]:
+    """``mpiexec -n servers+workers python -m trainer train --config C --hour H``.
+
+    >>> from trainer.config import load_config
+    >>> from trainer.hours import hour_index
+    >>> cmd = mpiexec_command(load_config("examples/demo.toml"), hour_index("2026-11-25T13"))
+    >>> cmd[1:3], cmd[-2:]
+    (['-n', '3'], ['--hour', '2026-11-25T13'])
+    """
+    command = [mpiexec_path(cfg), "-n", str(cfg.mpi.world_size)]
+    if cfg.mpi.hostfile:
+        if not os.path.exists(cfg.mpi.hostfile):
+            raise ConfigError(f"mpi.hostfile: {cfg.mpi.hostfile} does not exist")
+        command += ["-f", cfg.mpi.hostfile]
+    command += list(cfg.mpi.extra_args)
+    command += [sys.executable, "-m", "trainer", "train", "--config", cfg.path,
+                "--hour", hour_str(hour)]
+    if force:
+        command.insert(-4, "--force")
+    return command
+
+
+def run_mpi_job(command: list[str], on_line=print, timeout: float | None = None) -> int:
+    """Run `command` in its own process group, passing each output line to `on_line`.
+
+    On timeout or interrupt the whole group is killed, so no rank is left behind. Returns the
+    exit code.
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+        return proc.wait(timeout=timeout)
+    except BaseException:
+        kill_group(proc)
+        raise
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group of `proc`, then SIGKILL it if it is still there after `grace`."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
+    """Train (under mpiexec), save and publish one hour: ``streamtrain run-hour``."""
+    from trainer import actions
+
+    code = run_mpi_job(mpiexec_command(cfg, hour, force), on_line=lambda line: print(line, flush=True))
+    if code != 0:
+        raise RuntimeError(f"training {hour_str(hour)} failed with exit code {code}")
+    print(actions.save(cfg, hour))  # already committed (the job skipped): a no-op that says so
+    print(actions.publish(cfg, hour))
+    return 0

@@ -1,0 +1,473 @@
+"""Parquet rows -> training batches and feature keys.
+
+A worker hands its :class:`trainer.partition.WorkUnit` list (row groups) to :class:`BatchReader`
+and gets :class:`Batch` objects of ``batch_size`` rows (the last one may be shorter; a batch may
+span row groups and files). Everything is vectorised with pyarrow compute / numpy: no Python per
+row.
+
+Per batch of ``n`` rows and ``m`` feature occurrences:
+
+- ``labels`` float32 [n] (0/1), ``shows`` float32 [n] (1 when there is no show column),
+  ``dense`` float32 [n, D];
+- ``keys`` uint64 [m] (an ``int64`` id viewed bit for bit), ``slots`` int32 [m] (the *table* slot
+  id: the slot column's index, or the first slot of its ``shared_tables`` group), ``field`` int32 [m]
+  (the slot *column* index, the pooling position: shared slots share rows but are pooled
+  separately), ``example`` int32 [m] (row of the batch). List columns contribute one occurrence per
+  element; null scalars, null lists, empty lists and null elements contribute nothing.
+
+:func:`dedup` turns a batch into the unique features to pull/push.
+
+Bad input (see CONTRACT §1): a missing column, a wrong type or an unreadable file raises
+:class:`trainer.partition.InputError` naming file and column. Bad rows (label not 0/1 or null,
+show null or < 1, a NaN/inf dense value) raise :class:`BadRowError` naming file, column and row
+when ``bad_rows="fail"``; with ``"quarantine"`` they go to the quarantine Parquet file (the
+configured columns plus ``_file``, ``_row``, ``_reason``), are left out of the batches and counted
+in :attr:`BatchReader.stats`. Null dense cells take ``dense_fill`` and are counted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field as dc_field
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from trainer.partition import InputError, WorkUnit, check_columns
+
+__all__ = [
+    "BadRowError",
+    "Batch",
+    "Dedup",
+    "ReadStats",
+    "BatchReader",
+    "read_batches",
+    "slot_ids",
+    "dedup",
+]
+
+
+class BadRowError(InputError):
+    """A row is bad and ``bad_rows = "fail"``: names file, column and row (0-based, in the file)."""
+
+
+def slot_ids(columns) -> np.ndarray:
+    """Table slot id of each slot column, int32 [F]: its index in ``columns.slots``, or the
+    index of the first slot of its ``shared_tables`` group.
+
+    >>> from types import SimpleNamespace as NS
+    >>> slot_ids(NS(slots=("user", "item", "author"), shared_tables={"ids": ("user", "author")})).tolist()
+    [0, 1, 0]
+    """
+    slots = list(columns.slots)
+    ids = np.arange(len(slots), dtype=np.int32)
+    for members in (getattr(columns, "shared_tables", None) or {}).values():
+        first = slots.index(members[0])
+        for s in members:
+            ids[slots.index(s)] = first
+    return ids
+
+
+@dataclass
+class Batch:
+    """One training batch (see the module docstring). Feature order is unspecified."""
+
+    labels: np.ndarray  #: float32 [n], 0 or 1
+    shows: np.ndarray  #: float32 [n], >= 1
+    dense: np.ndarray  #: float32 [n, D], C-contiguous
+    keys: np.ndarray  #: uint64 [m]
+    slots: np.ndarray  #: int32 [m], table slot id
+    field: np.ndarray  #: int32 [m], slot column index
+    example: np.ndarray  #: int32 [m], row in the batch
+    has_shows: bool = False  #: whether a show column was configured
+    sources: tuple = ()  #: ((path, first_row_in_file, rows), ...) of the (kept) rows, for messages
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.keys.shape[0])
+
+
+class Dedup(NamedTuple):
+    """Unique features of a batch, sorted by (slot, key)."""
+
+    keys: np.ndarray  #: uint64 [u]
+    slots: np.ndarray  #: int32 [u]
+    inverse: np.ndarray  #: int64 [m]: unique index of each occurrence (``keys[inverse] == batch.keys``)
+    shows: np.ndarray  #: float32 [u]: sum of the shows of the occurrences
+    clicks: np.ndarray  #: float32 [u]: sum of label * show of the occurrences
+
+
+def dedup(batch: Batch) -> Dedup:
+    """De-duplicate a batch's ``(slot, key)`` pairs.
+
+    Show and click counters are summed per *occurrence* (an id listed twice in one row's list
+    counts twice), with a row's click = label * show.
+
+    Examples
+    --------
+    >>> b = Batch(labels=np.array([1, 0], np.float32), shows=np.ones(2, np.float32),
+    ...           dense=np.zeros((2, 0), np.float32), keys=np.array([7, 7, 7], np.uint64),
+    ...           slots=np.array([0, 0, 1], np.int32), field=np.array([0, 0, 1], np.int32),
+    ...           example=np.array([0, 1, 1], np.int32))
+    >>> d = dedup(b)
+    >>> d.keys.tolist(), d.slots.tolist(), d.inverse.tolist(), d.shows.tolist(), d.clicks.tolist()
+    ([7, 7], [0, 1], [0, 0, 1], [2.0, 1.0], [1.0, 0.0])
+    """
+    keys, slots = batch.keys, batch.slots
+    m = keys.shape[0]
+    order = np.lexsort((keys, slots))
+    ks, ss = keys[order], slots[order]
+    new = np.empty(m, bool)
+    if m:
+        new[0] = True
+        np.not_equal(ks[1:], ks[:-1], out=new[1:])
+        new[1:] |= ss[1:] != ss[:-1]
+    uid = np.cumsum(new) - 1
+    inverse = np.empty(m, np.int64)
+    inverse[order] = uid
+    u = int(uid[-1]) + 1 if m else 0
+    occ_show = batch.shows[batch.example].astype(np.float64)
+    occ_click = (batch.labels * batch.shows)[batch.example].astype(np.float64)
+    return Dedup(
+        keys=np.ascontiguousarray(ks[new]),
+        slots=np.ascontiguousarray(ss[new]),
+        inverse=inverse,
+        shows=np.bincount(inverse, weights=occ_show, minlength=u).astype(np.float32),
+        clicks=np.bincount(inverse, weights=occ_click, minlength=u).astype(np.float32),
+    )
+
+
+@dataclass
+class ReadStats:
+    """Counters of one reader (sum them across workers)."""
+
+    rows_read: int = 0  #: rows read from Parquet
+    rows: int = 0  #: rows delivered in batches
+    bad_rows: int = 0  #: rows quarantined
+    dense_nulls: int = 0  #: null dense cells filled with ``dense_fill`` (over all rows read)
+    reasons: dict = dc_field(default_factory=dict)  #: bad rows per reason
+
+    def as_dict(self) -> dict:
+        return {"rows_read": self.rows_read, "rows": self.rows, "bad_rows": self.bad_rows,
+                "dense_nulls": self.dense_nulls, "reasons": dict(self.reasons)}
+
+
+# ---------------------------------------------------------------------------------------------
+# one row group -> one chunk
+
+
+@dataclass
+class _Chunk:
+    labels: np.ndarray
+    shows: np.ndarray
+    dense: np.ndarray
+    keys: np.ndarray  # field-major, example-sorted within a field
+    slots: np.ndarray
+    field: np.ndarray
+    example: np.ndarray
+    field_starts: np.ndarray  # int64 [F+1]
+    path: str
+    row_map: np.ndarray  # file row of each kept row
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    def slice_parts(self, a: int, b: int):
+        """Feature index ranges of rows [a, b), one per field."""
+        out = []
+        for f in range(len(self.field_starts) - 1):
+            lo, hi = int(self.field_starts[f]), int(self.field_starts[f + 1])
+            ex = self.example[lo:hi]
+            out.append((lo + int(np.searchsorted(ex, a)), lo + int(np.searchsorted(ex, b))))
+        return out
+
+
+def _to_array(col) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+class _RowGroupReader:
+    def __init__(self, columns, fs: pafs.FileSystem, bad_rows: str, dense_fill: float):
+        self.columns = columns
+        self.fs = fs
+        self.bad_rows = bad_rows
+        self.dense_fill = float(dense_fill)
+        self.slot_ids = slot_ids(columns)
+        self.names = [columns.label] + ([columns.show] if columns.show else []) + list(columns.slots) + list(columns.dense)
+        self._open_path = None
+        self._pf = None
+        self._handle = None
+
+    def _file(self, path: str) -> pq.ParquetFile:
+        if path != self._open_path:
+            self.close()
+            try:
+                self._handle = self.fs.open_input_file(path)
+                self._pf = pq.ParquetFile(self._handle)
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(f"{path}: not a readable Parquet file: {exc}", file=path) from None
+            self._open_path = path
+        return self._pf
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+        self._handle = self._pf = self._open_path = None
+
+    def read(self, unit: WorkUnit, stats: ReadStats, quarantine) -> _Chunk:
+        path = unit.path
+        pf = self._file(path)
+        check_columns(pf.schema_arrow, self.columns, path)
+        try:
+            table = pf.read_row_group(unit.row_group, columns=self.names)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{path}: cannot read row group {unit.row_group}: {exc}", file=path) from None
+        n = table.num_rows
+        stats.rows_read += n
+        reasons: list[str] = []
+        code = np.full(n, -1, np.int32)  # first reason of each bad row
+        bad_value: dict[int, object] = {}
+
+        def flag(mask: np.ndarray, column: str, why: str, values=None):
+            if not mask.any():
+                return
+            if self.bad_rows == "fail":
+                i = int(np.flatnonzero(mask)[0])
+                got = "" if values is None else f", got {values[i].item()!r}"
+                raise BadRowError(f"{path}: column {column!r}, row {unit.first_row + i}: {why}{got}",
+                                  file=path, column=column, row=unit.first_row + i)
+            reasons.append(f"{column}: {why}")
+            code[mask & (code < 0)] = len(reasons) - 1
+
+        # label
+        lab = _to_array(table.column(self.columns.label))
+        lnull = lab.is_null().to_numpy(zero_copy_only=False)
+        lval = pc.cast(lab, pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
+        flag(lnull, self.columns.label, "label is null")
+        flag(~lnull & ~((lval == 0) | (lval == 1)), self.columns.label, "label must be 0 or 1", lval)
+        labels = lval.astype(np.float32)
+        # show
+        if self.columns.show:
+            sh = _to_array(table.column(self.columns.show))
+            snull = sh.is_null().to_numpy(zero_copy_only=False)
+            sval = pc.cast(sh, pa.float64()).fill_null(1).to_numpy(zero_copy_only=False)
+            flag(snull, self.columns.show, "show is null")
+            flag(~snull & (sval < 1), self.columns.show, "show must be an integer >= 1", sval)
+            shows = sval.astype(np.float32)
+        else:
+            shows = np.ones(n, np.float32)
+        # dense
+        dense_cols = []
+        for name in self.columns.dense:
+            arr = _to_array(table.column(name))
+            if pa.types.is_fixed_size_list(arr.type):
+                k = arr.type.list_size
+                lists_null = np.repeat(arr.is_null().to_numpy(zero_copy_only=False), k)
+                vals = arr.values.slice(arr.offset * k, len(arr) * k)
+            else:
+                k = 1
+                lists_null = None
+                vals = arr
+            vnull = vals.is_null().to_numpy(zero_copy_only=False)
+            v = pc.cast(vals, pa.float64()).fill_null(self.dense_fill).to_numpy(zero_copy_only=False, writable=True)
+            if lists_null is not None:
+                vnull |= lists_null
+                v[lists_null] = self.dense_fill
+            v = v.astype(np.float32).reshape(n, k)
+            vnull = vnull.reshape(n, k)
+            stats.dense_nulls += int(vnull.sum())
+            nonfinite = (~np.isfinite(v) & ~vnull).any(axis=1)
+            flag(nonfinite, name, "dense value is NaN or infinite (as float32)",
+                 v[:, 0] if k == 1 else None)
+            dense_cols.append(v)
+        dense = (np.concatenate(dense_cols, axis=1) if dense_cols else np.zeros((n, 0), np.float32))
+        # sparse
+        keys, exs, flds = [], [], []
+        for f, name in enumerate(self.columns.slots):
+            arr = _to_array(table.column(name))
+            if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+                flat = pc.list_flatten(arr)
+                parent = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+            else:
+                flat = arr
+                parent = np.arange(n, dtype=np.int64)
+            if flat.null_count:
+                valid = flat.is_valid()
+                parent = parent[valid.to_numpy(zero_copy_only=False)]
+                flat = flat.filter(valid)
+            k = flat.to_numpy(zero_copy_only=False)
+            keys.append(k.view(np.uint64) if k.dtype == np.int64 else k.astype(np.uint64, copy=False))
+            exs.append(parent.astype(np.int64, copy=False))
+            flds.append(np.full(len(k), f, np.int32))
+        row_map = np.arange(unit.first_row, unit.first_row + n, dtype=np.int64)
+        bad = code >= 0
+        if bad.any():
+            nbad = int(bad.sum())
+            stats.bad_rows += nbad
+            for c, count in zip(*np.unique(code[bad], return_counts=True)):
+                stats.reasons[reasons[c]] = stats.reasons.get(reasons[c], 0) + int(count)
+            quarantine.write(table.filter(pa.array(bad)), path, row_map[bad],
+                             np.array(reasons, dtype=object)[code[bad]])
+            keep = ~bad
+            new_index = np.cumsum(keep) - 1
+            labels, shows, dense, row_map = labels[keep], shows[keep], dense[keep], row_map[keep]
+            for i in range(len(keys)):
+                kf = keep[exs[i]]
+                keys[i], exs[i], flds[i] = keys[i][kf], new_index[exs[i][kf]], flds[i][kf]
+        sizes = np.array([0] + [len(k) for k in keys], np.int64)
+        fld = np.concatenate(flds) if flds else np.zeros(0, np.int32)
+        return _Chunk(
+            labels=labels, shows=shows, dense=np.ascontiguousarray(dense),
+            keys=np.concatenate(keys) if keys else np.zeros(0, np.uint64),
+            slots=self.slot_ids[fld], field=fld,
+            example=(np.concatenate(exs) if exs else np.zeros(0, np.int64)).astype(np.int32),
+            field_starts=np.cumsum(sizes), path=path, row_map=row_map,
+        )
+
+
+class _Quarantine:
+    """Lazily opened quarantine Parquet writer."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.writer = None
+        self.schema = None
+
+    def write(self, table: pa.Table, file: str, rows: np.ndarray, reasons: np.ndarray):
+        if self.path is None:
+            raise ValueError("bad_rows='quarantine' needs a quarantine_path")
+        table = table.append_column("_file", pa.array([file] * table.num_rows, pa.string()))
+        table = table.append_column("_row", pa.array(rows, pa.int64()))
+        table = table.append_column("_reason", pa.array(list(reasons), pa.string()))
+        if self.writer is None:
+            if "://" in self.path:
+                fs, where = pafs.FileSystem.from_uri(self.path)
+            else:
+                fs, where = pafs.LocalFileSystem(), os.path.abspath(self.path)
+                os.makedirs(os.path.dirname(where), exist_ok=True)
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(where, self.schema, filesystem=fs)
+        elif table.schema != self.schema:
+            try:
+                table = table.cast(self.schema)
+            except (pa.ArrowException, ValueError) as exc:
+                raise InputError(f"{file}: bad rows cannot join quarantine file {self.path} "
+                                 f"(column types differ from an earlier file): {exc}", file=file) from None
+        self.writer.write_table(table)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchReader:
+    """Iterate the batches of a worker's work units.
+
+    Parameters
+    ----------
+    units : iterable of WorkUnit
+        From :func:`trainer.partition.assign_work` (read in the given order).
+    columns : ColumnsConfig
+        ``cfg.columns``: ``label``, ``show``, ``slots``, ``dense``, ``shared_tables``, ``dense_fill``,
+        ``bad_rows``.
+    batch_size : int
+    filesystem : pyarrow.fs.FileSystem, optional
+        Of the unit paths (``trainer.partition.locate(...).fs``); default local.
+    quarantine_path : str, optional
+        Parquet file for bad rows; required when ``columns.bad_rows == "quarantine"`` and a bad
+        row occurs. Written (and closed) only if there are bad rows.
+
+    Attributes
+    ----------
+    stats : ReadStats
+        Final once iteration ends.
+
+    Examples
+    --------
+    ``for batch in BatchReader(units[w], cfg.columns, cfg.train.batch_size, filesystem=part.fs,
+    quarantine_path=...)``: see ``tests/trainer/test_reader.py``.
+    """
+
+    def __init__(self, units: Iterable[WorkUnit], columns, batch_size: int, *,
+                 filesystem: pafs.FileSystem | None = None, quarantine_path: str | None = None):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        bad_rows = getattr(columns, "bad_rows", "fail")
+        if bad_rows not in ("fail", "quarantine"):
+            raise ValueError(f"columns.bad_rows: expected 'fail' or 'quarantine', got {bad_rows!r}")
+        self.units = list(units)
+        self.columns = columns
+        self.batch_size = int(batch_size)
+        self.fs = filesystem or pafs.LocalFileSystem()
+        self.quarantine_path = quarantine_path
+        self.stats = ReadStats()
+        self._rg = _RowGroupReader(columns, self.fs, bad_rows, getattr(columns, "dense_fill", 0.0))
+        self.has_shows = bool(columns.show)
+
+    def __iter__(self) -> Iterator[Batch]:
+        quarantine = _Quarantine(self.quarantine_path)
+        parts: list[tuple[_Chunk, int, int]] = []
+        pending = 0
+        try:
+            for unit in self.units:
+                chunk = self._rg.read(unit, self.stats, quarantine)
+                a = 0
+                while a < chunk.num_rows:
+                    b = min(chunk.num_rows, a + self.batch_size - pending)
+                    parts.append((chunk, a, b))
+                    pending += b - a
+                    a = b
+                    if pending == self.batch_size:
+                        yield self._assemble(parts)
+                        parts, pending = [], 0
+            if pending:
+                yield self._assemble(parts)
+        finally:
+            self._rg.close()
+            quarantine.close()
+
+    def _assemble(self, parts) -> Batch:
+        labels, shows, dense, keys, slots, fields, examples, sources = [], [], [], [], [], [], [], []
+        offset = 0
+        for chunk, a, b in parts:
+            labels.append(chunk.labels[a:b])
+            shows.append(chunk.shows[a:b])
+            dense.append(chunk.dense[a:b])
+            for lo, hi in chunk.slice_parts(a, b):
+                keys.append(chunk.keys[lo:hi])
+                slots.append(chunk.slots[lo:hi])
+                fields.append(chunk.field[lo:hi])
+                examples.append(chunk.example[lo:hi] + np.int32(offset - a))
+            sources.append((chunk.path, int(chunk.row_map[a]), b - a))
+            offset += b - a
+        self.stats.rows += offset
+
+        def cat(xs, dtype):
+            return np.concatenate(xs) if xs else np.zeros(0, dtype)
+
+        return Batch(
+            labels=cat(labels, np.float32), shows=cat(shows, np.float32),
+            dense=np.ascontiguousarray(np.concatenate(dense, axis=0)),
+            keys=cat(keys, np.uint64), slots=cat(slots, np.int32), field=cat(fields, np.int32),
+            example=cat(examples, np.int32), has_shows=self.has_shows, sources=tuple(sources),
+        )
+
+
+def read_batches(units, columns, batch_size, *, filesystem=None, quarantine_path=None) -> Iterator[Batch]:
+    """Shorthand for ``iter(BatchReader(...))`` when the stats are not needed."""
+    return iter(BatchReader(units, columns, batch_size, filesystem=filesystem, quarantine_path=quarantine_path))

@@ -1,0 +1,34 @@
+"""The model store: staged versions, atomic commit, the verifiable chain (full base + deltas).
+
+``model_dir`` layout and the meta.json format: ``docs/design.md`` and ``docs/model-store.md``.
+
+===================  ===========================================================
+job start            ``plan_hour`` -> ``rollback_head`` (force) -> ``load_chain``
+job end (servers)    ``Stage.open`` -> ``write_shard`` / ``write_dense`` -> ``finish``
+save task            ``save`` (commit + publish to the donefile), ``mark_missing``
+operators            ``list_versions`` / ``verify_store`` / ``prune`` / ``predict``
+===================  ===========================================================
+"""
+from .commit import SaveResult, clean_orphans, mark_missing, rollback_head, save
+from .donefile import publish, read_donefile
+from .errors import (ChainError, ChainOrderError, CorruptFileError, DuplicateVersionError,
+                     LedgerError, MissingFileError, MissingVersionError, RollbackError,
+                     SchemaError, ShardCountError, StagedVersionError, StoreError)
+from .layout import StoreLayout, hour_index, hour_str, shard_file_name, version_name
+from .ledger import ChainState, Ledger, read_state
+from .load import Chain, VersionMeta, load_chain, read_version_meta
+from .plan import Plan, plan_hour
+from .prune import prune, prune_candidates
+from .stage import FileInfo, Stage
+from .verify import format_versions, list_versions, verify_store
+
+__all__ = [
+    "Chain", "ChainError", "ChainOrderError", "ChainState", "CorruptFileError",
+    "DuplicateVersionError", "FileInfo", "Ledger", "LedgerError", "MissingFileError",
+    "MissingVersionError", "Plan", "RollbackError", "SaveResult", "SchemaError",
+    "ShardCountError", "Stage", "StagedVersionError", "StoreError", "StoreLayout",
+    "VersionMeta", "clean_orphans", "hour_index", "hour_str", "load_chain", "mark_missing",
+    "plan_hour", "prune", "prune_candidates", "publish", "read_donefile", "read_state", "read_version_meta", "rollback_head",
+    "save", "shard_file_name", "version_name", "format_versions", "list_versions",
+    "verify_store",
+]

@@ -1,0 +1,160 @@
+"""Names and paths of the model store, checksums and the durable-write helpers.
+
+Layout of ``model_dir`` (see ``docs/model-store.md``)::
+
+    ledger.jsonl              append-only, fsync'd: the single source of truth
+    versions/v000007/         one committed version: meta.json, shard-00000.parquet..., dense.npz
+    staging/2026-11-26T13/    what the job staged and the save task has not committed yet
+    donefile                  one JSON line per published version
+    .lock                     flock taken by every writer of the ledger / versions / donefile
+
+>>> version_name(7)
+'v000007'
+>>> version_number('v000007')
+7
+>>> shard_file_name(3)
+'shard-00003.parquet'
+>>> hour_str(493597)
+'2026-04-23T13'
+>>> hour_index('2026-04-23T13')
+493597
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import os
+import re
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+#: File checksum: zlib CRC-32 of the whole file, as 8 hex digits. Measured on this machine on a
+#: 100 MB buffer: crc32 2760 MB/s, sha1 770, blake2b 620, md5 590, sha256 340 (no SHA-NI). The
+#: threat is accidental corruption (torn writes, bit rot, truncated copies), not an adversary, and
+#: the byte size is checked too. meta.json itself is small and is pinned by sha256 in the ledger.
+CHECKSUM_ALGO = "crc32"
+
+LEDGER = "ledger.jsonl"
+DONEFILE = "donefile"
+VERSIONS = "versions"
+STAGING = "staging"
+LOCK = ".lock"
+META = "meta.json"
+DENSE = "dense.npz"
+
+_VERSION_RE = re.compile(r"^v(\d{6,})$")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def version_name(number: int) -> str:
+    """``7 -> 'v000007'``."""
+    if number < 1:
+        raise StoreError(f"version numbers start at 1, got {number}")
+    return f"v{number:06d}"
+
+
+def version_number(name: str) -> int:
+    """``'v000007' -> 7``; a malformed name is a ``StoreError`` naming it."""
+    m = _VERSION_RE.match(name or "")
+    if not m:
+        raise StoreError(f"not a version name: {name!r} (expected v + 6 digits, e.g. v000007)")
+    return int(m.group(1))
+
+
+def is_version_name(name: str) -> bool:
+    return bool(_VERSION_RE.match(name))
+
+
+def shard_file_name(shard_id: int) -> str:
+    return f"shard-{int(shard_id):05d}.parquet"
+
+
+def hour_str(hour: int) -> str:
+    """Hour index (whole hours since 1970-01-01T00 UTC) -> ``YYYY-MM-DDTHH``."""
+    return (_EPOCH + _dt.timedelta(hours=int(hour))).strftime("%Y-%m-%dT%H")
+
+
+def hour_index(text: str) -> int:
+    """``YYYY-MM-DDTHH`` -> hour index."""
+    try:
+        t = _dt.datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=_dt.timezone.utc)
+    except ValueError as e:
+        raise StoreError(f"bad hour {text!r}: expected YYYY-MM-DDTHH") from e
+    return int((t - _EPOCH).total_seconds()) // 3600
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def checksum(data) -> str:
+    """CRC-32 of a bytes-like object (bytes, memoryview, pyarrow Buffer) as 8 hex digits."""
+    return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
+
+
+def sha256_hex(data) -> str:
+    return hashlib.sha256(memoryview(data)).hexdigest()
+
+
+class StoreLayout:
+    """Paths inside one ``model_dir``. Pure: creates nothing until asked."""
+
+    def __init__(self, model_dir):
+        self.root = Path(model_dir)
+        self.ledger = self.root / LEDGER
+        self.donefile = self.root / DONEFILE
+        self.versions = self.root / VERSIONS
+        self.staging = self.root / STAGING
+        self.lock = self.root / LOCK
+
+    def version_dir(self, version: str) -> Path:
+        return self.versions / version
+
+    def staging_dir(self, hour: int) -> Path:
+        return self.staging / hour_str(hour)
+
+    def ensure(self) -> None:
+        for d in (self.root, self.versions, self.staging):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"StoreLayout({str(self.root)!r})"
+
+
+def fsync_dir(path) -> None:
+    """fsync a directory so a rename / create / unlink in it is durable."""
+    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_durable(path, data) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync dir."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def store_lock(layout: StoreLayout):
+    """Exclusive advisory lock for every writer of ledger / versions / donefile (one at a time)."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,225 @@
+"""Writing a staged version: ``model_dir/staging/<hour_str>/`` (invisible to every reader).
+
+Inside the MPI job::
+
+    stage = Stage.open(model_dir, hour, kind, parent, num_shards=8, dim=8, opt_width=2,
+                       optimizer_rule="adagrad")            # every server rank
+    infos = [stage.write_shard(s, table_s.export(changed_only=(kind == "delta")))
+             for s in my_shards]                             # each server: its logical shards
+    all_infos = comm.gather(infos, root=0)                   # small dicts / dataclasses
+    if rank == 0:
+        infos.append(stage.write_dense(dense_arrays))
+        path = stage.finish(flat(all_infos) + [dense_info], partition=..., metrics=...,
+                            config_hash=cfg.config_hash(), code_version=...)
+
+Every file is written to a temp name, fsync'd and renamed into place, so a file is either whole
+or absent. ``open`` removes a previous attempt's ``meta.json`` (the "staged and complete" mark),
+so a retry first makes the folder incomplete; shards of the new attempt replace the old ones file
+by file; ``finish`` deletes any file its list does not name and writes ``meta.json`` last.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import columns as C
+from .errors import StagedVersionError, StoreError
+from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, fsync_dir,
+                     hour_str, shard_file_name, utc_now, write_file_durable)
+from .ledger import KINDS, read_state
+
+
+@dataclass
+class FileInfo:
+    """One file of a version, as recorded in meta.json ``files``."""
+
+    name: str
+    role: str  # "shard" or "dense"
+    rows: int
+    bytes: int
+    checksum: str
+    shard: int | None = None
+    counts: dict = field(default_factory=dict)  # admitted / pending / tombstones (shards)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if self.shard is None:
+            d.pop("shard")
+        if not self.counts:
+            d.pop("counts")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FileInfo":
+        if isinstance(d, FileInfo):
+            return d
+        return cls(name=d["name"], role=d.get("role", "shard"), rows=int(d["rows"]),
+                   bytes=int(d["bytes"]), checksum=d["checksum"], shard=d.get("shard"),
+                   counts=dict(d.get("counts", {})))
+
+
+def _durable_bytes(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Stage:
+    """A staged version being written. Cheap to open on every rank."""
+
+    def __init__(self, layout: StoreLayout, hour: int, kind: str, parent: str | None, *,
+                 num_shards: int, dim: int, opt_width: int, optimizer_rule: str,
+                 compression: str, compression_level: int | None):
+        self.layout = layout
+        self.hour = int(hour)
+        self.kind = kind
+        self.parent = parent
+        self.num_shards = int(num_shards)
+        self.dim = int(dim)
+        self.opt_width = int(opt_width)
+        self.optimizer_rule = optimizer_rule
+        self.compression = compression
+        self.compression_level = compression_level
+        self.dir = layout.staging_dir(self.hour)
+
+    @classmethod
+    def open(cls, model_dir, hour: int, kind: str, parent: str | None, *, num_shards: int,
+             dim: int, opt_width: int, optimizer_rule: str = "",
+             compression: str = C.DEFAULT_COMPRESSION,
+             compression_level: int | None = C.DEFAULT_COMPRESSION_LEVEL) -> "Stage":
+        """Open (create) the staging folder of ``hour`` and mark it incomplete.
+
+        Safe to call on every server rank at once, and again on a retry.
+        """
+        if kind not in KINDS:
+            raise StoreError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind == "delta" and parent is None:
+            raise StoreError(f"hour {hour_str(hour)}: a delta needs a parent version")
+        if num_shards < 1 or dim < 0 or opt_width < 0:
+            raise StoreError(f"bad stage shape: num_shards={num_shards} dim={dim} opt_width={opt_width}")
+        layout = StoreLayout(model_dir)
+        st = cls(layout, hour, kind, parent, num_shards=num_shards, dim=dim, opt_width=opt_width,
+                 optimizer_rule=optimizer_rule, compression=compression,
+                 compression_level=compression_level)
+        st.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.unlink(st.dir / META)
+        except FileNotFoundError:
+            pass
+        return st
+
+    # -- files -------------------------------------------------------------------------------
+    def write_shard(self, shard_id: int, columns: dict) -> FileInfo:
+        """Write logical shard ``shard_id`` (a pstable export dict) as Parquet; returns its FileInfo."""
+        if not 0 <= int(shard_id) < self.num_shards:
+            raise StoreError(f"shard {shard_id} out of range 0..{self.num_shards - 1}")
+        name = shard_file_name(shard_id)
+        where = f"staging {hour_str(self.hour)}/{name}"
+        cols = C.check_columns(columns, dim=self.dim, opt_width=self.opt_width, where=where)
+        counts = C.state_counts(cols["state"])
+        buf = C.encode_parquet(cols, compression=self.compression,
+                               compression_level=self.compression_level)
+        _durable_bytes(self.dir / name, buf)
+        return FileInfo(name=name, role="shard", rows=int(cols["key"].shape[0]), bytes=buf.size,
+                        checksum=checksum(buf), shard=int(shard_id), counts=counts)
+
+    def write_dense(self, arrays: dict) -> FileInfo:
+        """Write the dense parameters and their optimizer state (``name -> ndarray``) as dense.npz."""
+        bio = io.BytesIO()
+        clean = {}
+        for k, v in arrays.items():
+            a = np.asarray(v)
+            if a.dtype == object:
+                raise StoreError(f"dense array {k!r} has dtype object; numeric arrays only")
+            clean[str(k)] = a
+        np.savez(bio, **clean)
+        data = bio.getbuffer()
+        _durable_bytes(self.dir / DENSE, data)
+        return FileInfo(name=DENSE, role="dense", rows=len(clean), bytes=len(data),
+                        checksum=checksum(data))
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(self, files, partition=None, metrics=None, config_hash: str = "",
+               code_version: str = "", extra: dict | None = None) -> Path:
+        """Write meta.json (last) for the gathered ``files``; returns the staged folder.
+
+        ``files``: FileInfo (or their dicts) of every shard 0..num_shards-1 and of dense.npz.
+        ``partition``: ``{"path": ..., "files": [{"name", "bytes", "sha256"|"checksum"}]}`` or
+        just the list of files. ``extra``: merged at top level (e.g. ``{"airflow": {...}}``,
+        ``{"day_boundary": {"evicted": 3}}``).
+        """
+        infos = [FileInfo.from_dict(f) for f in files]
+        where = f"staging {hour_str(self.hour)}"
+        shards = sorted(i.shard for i in infos if i.role == "shard")
+        if shards != list(range(self.num_shards)):
+            raise StagedVersionError(f"{where}: shard files {shards} != every shard 0..{self.num_shards - 1} once")
+        dense = [i for i in infos if i.role == "dense"]
+        if len(dense) != 1:
+            raise StagedVersionError(f"{where}: expected exactly one dense file, got {len(dense)}")
+        for i in infos:
+            p = self.dir / i.name
+            if not p.is_file() or p.stat().st_size != i.bytes:
+                raise StagedVersionError(f"{where}/{i.name}: missing or size differs from "
+                                         f"{i.bytes} bytes (another attempt overwrote it?)")
+        listed = {i.name for i in infos}
+        for p in self.dir.iterdir():
+            if p.name not in listed:
+                if p.is_dir():
+                    raise StagedVersionError(f"{where}: unexpected folder {p.name}")
+                p.unlink()
+        state = read_state(self.layout)
+        base = self.parent if self.kind == "delta" else None
+        if self.kind == "delta":
+            if self.parent not in state.versions:
+                raise StagedVersionError(f"{where}: parent {self.parent} is {state.why_absent(self.parent)}")
+            base = state.versions[self.parent].base
+        version = state.next_version()
+        rows = {"admitted": 0, "pending": 0, "tombstones": 0}
+        for i in infos:
+            for k in rows:
+                rows[k] += int(i.counts.get(k, 0))
+        total_bytes = sum(i.bytes for i in infos)
+        metrics = dict(metrics or {})
+        metrics.setdefault("bytes_saved", total_bytes)
+        if isinstance(partition, list):
+            partition = {"path": None, "files": partition}
+        ordered = sorted(infos, key=lambda i: (i.role != "shard", i.shard or 0))
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "version": version,
+            "kind": self.kind,
+            "hour": self.hour,
+            "hour_str": hour_str(self.hour),
+            "parent": self.parent,
+            "base": version if self.kind == "full" else base,
+            "num_shards": self.num_shards,
+            "dim": self.dim,
+            "opt_width": self.opt_width,
+            "optimizer_rule": self.optimizer_rule,
+            "config_hash": config_hash,
+            "code_version": code_version,
+            "checksum_algo": CHECKSUM_ALGO,
+            "compression": self.compression,
+            "partition": partition or {"path": None, "files": []},
+            "files": [i.to_dict() for i in ordered],
+            "rows": rows,
+            "bytes": total_bytes,
+            "metrics": metrics,
+            "staged_at": utc_now(),
+        }
+        for k, v in (extra or {}).items():
+            if k in meta:
+                raise StoreError(f"extra key {k!r} would overwrite a meta.json field")
+            meta[k] = v
+        fsync_dir(self.dir)
+        write_file_durable(self.dir / META, json.dumps(meta, indent=1, sort_keys=False).encode())
+        fsync_dir(self.dir.parent)
+        return self.dir

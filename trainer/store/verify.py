@@ -1,0 +1,55 @@
+"""Helpers behind ``streamtrain chain``: list the versions, verify every checksum and link."""
+from __future__ import annotations
+
+from .layout import StoreLayout
+from .ledger import read_state
+from .load import check_version, load_chain
+
+
+def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
+    """One dict per visible version in training order, plus missing-hour records.
+
+    Keys: version, kind, hour, hour_str, parent, rows (admitted/pending/tombstones), total_rows,
+    bytes, auc, in_chain (part of what a load of the head reads), committed_at. ``verify=True``
+    re-checks every file's checksum first (``ChainError`` naming the version on failure).
+    """
+    layout = StoreLayout(model_dir)
+    if verify:
+        verify_store(model_dir)
+    state = read_state(layout)
+    in_chain = {r.version for r in state.chain_of()}
+    out = []
+    for v, rec in state.versions.items():
+        meta = check_version(layout, rec).meta
+        rows = meta.get("rows", {})
+        out.append({"version": v, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
+                    "parent": rec.parent, "rows": rows, "total_rows": sum(rows.values()),
+                    "bytes": meta.get("bytes"), "auc": meta.get("metrics", {}).get("auc"),
+                    "in_chain": v in in_chain, "committed_at": rec.committed_at})
+    return out
+
+
+def verify_store(model_dir) -> dict:
+    """Re-check the ledger, every visible version (meta sha256, sizes, CRC-32 of every file) and
+    the links of the head's chain. Raises the first ``ChainError``; returns a summary."""
+    layout = StoreLayout(model_dir)
+    state = read_state(layout)
+    nbytes = 0
+    for rec in state.versions.values():
+        meta = check_version(layout, rec, full=True).meta
+        nbytes += sum(f["bytes"] for f in meta["files"])
+    chain = load_chain(model_dir)
+    return {"versions": len(state.versions), "bytes": nbytes, "head": state.head,
+            "chain": [v.version for v in chain.versions], "missing": len(state.missing)}
+
+
+def format_versions(rows: list[dict]) -> str:
+    """A fixed-width table for the terminal."""
+    lines = [f"{'version':9} {'kind':5} {'hour':13} {'parent':9} {'rows':>12} {'bytes':>14} "
+             f"{'auc':>7}  chain"]
+    for r in rows:
+        auc = "-" if r["auc"] is None else f"{r['auc']:.4f}"
+        lines.append(f"{r['version']:9} {r['kind']:5} {r['hour_str']:13} {r['parent'] or '-':9} "
+                     f"{r['total_rows']:>12,} {r['bytes'] or 0:>14,} {auc:>7}  "
+                     f"{'*' if r['in_chain'] else ''}")
+    return "\n".join(lines)
