@@ -182,6 +182,7 @@ def _reduce_totals(comm, roles: Roles, metrics: ProgressiveMetrics, stats, table
     if roles.rank != 0:
         return {}
     out = ProgressiveMetrics.from_state(merged).get()
+    out["rows"] = int(out["rows"])
     out.update({name: int(value) for name, value in zip(names, total)})
     return out
 

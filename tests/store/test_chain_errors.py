@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from store_helpers import H0, commit, make_cols, snapshot
-from trainer.store import (ChainOrderError, CorruptFileError, DuplicateVersionError, LedgerError,
+from trainer.store import (ChainError, ChainOrderError, CorruptFileError, DuplicateVersionError, LedgerError,
                            MissingFileError, MissingVersionError, load_chain, mark_missing,
                            read_state)
 from trainer.store.layout import StoreLayout
@@ -118,11 +118,9 @@ def test_wrong_parent_in_meta(chain3):
     """meta.json and ledger agree with each other only if nobody swapped a folder."""
     shutil.rmtree(chain3 / "versions/v000003")
     shutil.copytree(chain3 / "versions/v000002", chain3 / "versions/v000003")
-    with pytest.raises(ChainError_, match="v000003"):
+    with pytest.raises(ChainError, match="v000003"):
         load_chain(chain3)
 
-
-ChainError_ = __import__("trainer.store", fromlist=["ChainError"]).ChainError
 
 
 def test_seq_gap(chain3):

@@ -18,9 +18,14 @@ JWT_SECRET = "streamtrain-ui-test-secret"
 
 @pytest.fixture(scope="session")
 def auth_manager():
-    """Airflow's SimpleAuthManager as the API server would have it, with a known JWT secret."""
+    """Airflow's SimpleAuthManager as the API server would have it, with a known JWT secret.
+
+    Token validation also asks the metadata DB whether the token was revoked (logout); these
+    in-process tests have no DB, so that one lookup answers "not revoked". The browser test runs
+    the whole path against a real API server and DB."""
     from airflow.api_fastapi import app as airflow_app
     from airflow.configuration import conf
+    from airflow.models.revoked_token import RevokedToken
 
     saved = {}
     settings = {("api_auth", "jwt_secret"): JWT_SECRET,
@@ -33,7 +38,9 @@ def auth_manager():
     previous = airflow_app._AuthManagerState.instance
     airflow_app._AuthManagerState.instance = None
     am = airflow_app.create_auth_manager()
-    yield am
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RevokedToken, "is_revoked", classmethod(lambda cls, jti, session=None: False))
+        yield am
     airflow_app._AuthManagerState.instance = previous
     for (section, key), value in saved.items():
         if value is None:

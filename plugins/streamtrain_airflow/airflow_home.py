@@ -1,0 +1,194 @@
+"""A project-local Airflow for small machines: ``airflow.cfg``, processes, run states.
+
+Airflow 3 needs three long-lived processes for the real scheduler path: the api-server (UI and the
+Execution API every task talks to), the scheduler (with LocalExecutor) and the dag-processor (DAG
+parsing is no longer done by the scheduler). :func:`start_airflow` starts each in its own process
+group; :func:`stop_airflow` stops each group (children of an Airflow process otherwise keep the
+port and the SQLite file).
+
+Settings chosen for a 2-core machine (see docs/airflow.md, all verified on Airflow 3.3.2):
+
+* ``[core] parallelism = 4``: LocalExecutor forks ``parallelism`` workers (32 by default).
+* ``[workers] execution_api_timeout = 60``: the first task on a cold, loaded api-server timed out
+  at the default 5 s.
+* ``[api] workers = 1``, ``[dag_processor] parsing_processes = 1``: fewer idle processes.
+* a fixed ``[api_auth] jwt_secret``: the api-server and the scheduler's workers must share it.
+* ``[core] dags_are_paused_at_creation = True``: a new DAG never starts catching up on its own.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+import secrets
+import socket
+import sqlite3
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamtrain_airflow.dagconf import REPO
+from streamtrain_airflow.process import kill_group, start_group
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+
+
+def airflow_bin() -> str:
+    """The ``airflow`` script beside this Python (the venv's)."""
+    beside = Path(sys.executable).parent / "airflow"
+    return str(beside) if beside.exists() else "airflow"
+
+
+def free_port(preferred: int = 8080, host: str = "127.0.0.1") -> int:
+    """``preferred`` if nothing listens there, else a free ephemeral port."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
+
+
+def write_config(home: Path, *, port: int, config_dir: Path, start: str = "", end: str = "",
+                 parallelism: int = 4, sensor_friendly: bool = True) -> Path:
+    """Write ``<home>/airflow.cfg`` (keeps an existing jwt secret). Returns its path."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "airflow.cfg"
+    old = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        old.read(path)
+    secret = old.get("api_auth", "jwt_secret", fallback="") or secrets.token_urlsafe(32)
+    api_secret = old.get("api", "secret_key", fallback="") or secrets.token_urlsafe(32)
+    cfg = {
+        "core": {
+            "dags_folder": str(REPO / "dags"),
+            "plugins_folder": str(REPO / "plugins"),
+            "executor": "LocalExecutor",
+            "parallelism": str(parallelism),
+            "max_active_tasks_per_dag": str(parallelism),
+            "load_examples": "False",
+            "dags_are_paused_at_creation": "True",
+            "execution_api_server_url": f"http://127.0.0.1:{port}/execution/",
+            "simple_auth_manager_users": "admin:admin",
+        },
+        "database": {"sql_alchemy_conn": f"sqlite:///{home / 'airflow.db'}"},
+        "logging": {"base_log_folder": str(home / "logs")},
+        "api": {"host": "127.0.0.1", "port": str(port), "workers": "1",
+                "base_url": f"http://127.0.0.1:{port}", "secret_key": api_secret},
+        "api_auth": {"jwt_secret": secret},
+        "workers": {"execution_api_timeout": "60"},
+        "dag_processor": {"parsing_processes": "1", "refresh_interval": "30"},
+        "streamtrain": {"config_dir": str(config_dir), "start_date": start, "end_date": end},
+    }
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_dict(cfg)
+    with open(path, "w") as f:
+        f.write("# written by streamtrain (streamtrain_airflow/airflow_home.py); edits are overwritten\n")
+        parser.write(f)
+    return path
+
+
+def airflow_env(home: Path) -> dict:
+    """Environment for Airflow commands of this home (AIRFLOW__* overrides from outside removed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW_CONFIG=str(home / "airflow.cfg"),
+               PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
+    env.pop("STREAMTRAIN_CONFIG_DIR", None)  # airflow.cfg's [streamtrain] config_dir rules
+    return env
+
+
+@dataclass
+class AirflowProcesses:
+    home: Path
+    port: int
+    procs: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with code {proc.returncode}; see "
+                                   f"{self.home / 'logs' / (name + '.out')}")
+
+
+def start_airflow(home: Path, port: int, components=COMPONENTS) -> AirflowProcesses:
+    """Start each component in its own process group, output to ``<home>/logs/<name>.out``."""
+    env = airflow_env(home)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    running = AirflowProcesses(home, port)
+    try:
+        for name in components:
+            out = open(home / "logs" / f"{name}.out", "ab")
+            argv = [airflow_bin(), name] + (["--port", str(port), "--host", "127.0.0.1"]
+                                             if name == "api-server" else [])
+            running.procs[name] = start_group(argv, env=env, stdout=out, stderr=out)
+            out.close()
+    except BaseException:
+        stop_airflow(running)
+        raise
+    return running
+
+
+def stop_airflow(running: AirflowProcesses) -> None:
+    """Stop every component's whole process group (SIGTERM, then SIGKILL)."""
+    for proc in running.procs.values():
+        kill_group(proc, grace_seconds=15.0)
+
+
+def wait_http(url: str, timeout: float, running: AirflowProcesses | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status < 500:
+                    return
+        except OSError:
+            pass
+        if running is not None:
+            running.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(1.0)
+
+
+def run_states(home: Path, dag_id: str) -> dict[str, str]:
+    """``{logical date ISO: state}`` of a DAG's runs, read from the home's SQLite DB."""
+    db = home / "airflow.db"
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute("SELECT logical_date, state FROM dag_run WHERE dag_id = ?", (dag_id,))
+        return {str(d): s for d, s in rows}
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()
+
+
+def task_states(home: Path, dag_id: str) -> list[tuple[str, str, str]]:
+    """``(run_id, task_id, state)`` of a DAG's task instances (for failure reports)."""
+    db = home / "airflow.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return list(con.execute("SELECT run_id, task_id, state FROM task_instance WHERE dag_id = ?"
+                                " ORDER BY run_id, task_id", (dag_id,)))
+    finally:
+        con.close()
+
+
+def admin_password(home: Path) -> str | None:
+    """The generated password of user ``admin`` (simple auth manager), once the api-server wrote it."""
+    import json
+
+    path = home / "simple_auth_manager_passwords.json.generated"
+    try:
+        return json.loads(path.read_text()).get("admin")
+    except (OSError, ValueError):
+        return None
