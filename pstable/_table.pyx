@@ -685,11 +685,11 @@ cdef class SparseTable:
             bad_c = _first_bad(&ckv[0], n, True)
             bad_g = _first_bad(&gv[0, 0], n * self.width, False)
         if bad_s >= 0:
-            raise ValueError(f"shows: expected finite values >= 0, got {shows[bad_s]!r} at index {bad_s}")
+            raise ValueError(f"shows: expected finite values >= 0, got {float(shows[bad_s])!r} at index {bad_s}")
         if bad_c >= 0:
-            raise ValueError(f"clicks: expected finite values >= 0, got {clicks[bad_c]!r} at index {bad_c}")
+            raise ValueError(f"clicks: expected finite values >= 0, got {float(clicks[bad_c])!r} at index {bad_c}")
         if bad_g >= 0:
-            raise ValueError(f"grads: expected finite values, got {grads.flat[bad_g]!r} at row "
+            raise ValueError(f"grads: expected finite values, got {float(grads.flat[bad_g])!r} at row "
                              f"{bad_g // self.width}, column {bad_g % self.width}")
         cdef uint64_t res[3]
         cdef int rc

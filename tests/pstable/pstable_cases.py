@@ -30,5 +30,5 @@ def make_config(rule="adagrad", admission="none", eviction="unseen_days", dim=4,
                        **{**EVICTIONS[eviction], **kw})
 
 
-CASES = [pytest.param(r, a, e, id=f"{r}-{a}-{e}")
+CASES = [pytest.param((r, a, e), id=f"{r}-{a}-{e}")
          for r, a, e in itertools.product(RULES, ADMISSIONS, EVICTIONS)]

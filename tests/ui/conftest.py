@@ -13,7 +13,7 @@ try:  # before `pip install -e .` has run (e.g. while the extension is being bui
 except ImportError:
     sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-JWT_SECRET = "streamtrain-ui-test-secret"
+JWT_SECRET = "streamtrain-ui-test-secret-" + "0123456789abcdef" * 4
 
 
 @pytest.fixture(scope="session")

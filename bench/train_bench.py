@@ -1,0 +1,170 @@
+"""Training throughput of the MPI job against the dense-only bound, measured in one run.
+
+The model is the classic Criteo-shaped CTR-DNN: 26 sparse slots (Zipf ids over large id spaces),
+13 dense features, dim 8, MLP 400-400-400, batch 512, adagrad sparse rule.
+
+Printed, per layout (1 server + 1 worker, 1 server + 2 workers): examples/s of the training phase
+of a real ``mpiexec`` job (reading Parquet, pulls, pushes, server-side updates included), and the
+**dense-only bound**: the same forward/backward + dense update in one process on batches already
+in memory, with random rows instead of a table (no communication, no table, no reading).
+Each number is the median of ``--repeats`` runs.
+
+    .venv/bin/python bench/train_bench.py            # 200k rows per run
+    .venv/bin/python bench/train_bench.py --quick    # 40k rows, 1 repeat
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from trainer.config import load_config  # noqa: E402
+from trainer.hours import hour_index, partition_relpath  # noqa: E402
+
+SLOTS = [f"c{i}" for i in range(26)]
+DENSE = [f"i{i}" for i in range(13)]
+HOUR = hour_index("2026-11-26T00")
+
+CONFIG = """
+name = "bench"
+data_root = "{root}/data"
+model_dir = "{root}/model-{tag}"
+[columns]
+label = "label"
+slots = {slots}
+dense = {dense}
+[table]
+dim = 8
+num_shards = 8
+[table.optimizer]
+rule = "adagrad"
+learning_rate = 0.05
+[table.admission]
+policy = "none"
+[network]
+hidden = [400, 400, 400]
+optimizer = "adam"
+learning_rate = 0.0005
+[train]
+batch_size = 512
+progress_seconds = 1000.0
+[mpi]
+servers = {servers}
+workers = {workers}
+"""
+
+
+def make_data(root: Path, rows: int) -> None:
+    part = root / "data" / partition_relpath(HOUR)
+    if (part / "_SUCCESS").exists() and json.loads((part / "_rows.json").read_text()) == rows:
+        return
+    part.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    files = 4
+    for f in range(files):
+        n = rows // files
+        columns = {}
+        logit = np.zeros(n)
+        for s, name in enumerate(SLOTS):
+            space = 10 ** (3 + s % 6)  # 1e3 .. 1e8 distinct ids
+            ids = (rng.zipf(1.2, n) % space).astype(np.uint64)
+            logit += ((ids * np.uint64(2654435761 + s)) % np.uint64(97)).astype(float) / 97 - 0.5
+            columns[name] = (ids * np.uint64(0x9E3779B97F4A7C15)).view(np.int64)
+        dense = rng.normal(size=(n, len(DENSE)))
+        logit += dense[:, :3].sum(axis=1) * 0.3 - 1.5
+        columns["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+        for j, name in enumerate(DENSE):
+            columns[name] = dense[:, j]
+        pq.write_table(pa.table(columns), part / f"part-{f}.parquet", row_group_size=10_000)
+    (part / "_rows.json").write_text(json.dumps(rows))
+    (part / "_SUCCESS").touch()
+
+
+def write_config(root: Path, servers: int, workers: int) -> Path:
+    tag = f"{servers}s{workers}w"
+    path = root / f"bench-{tag}.toml"
+    path.write_text(CONFIG.format(root=root, tag=tag, slots=json.dumps(SLOTS),
+                                  dense=json.dumps(DENSE), servers=servers, workers=workers))
+    return path
+
+
+def mpi_run(root: Path, servers: int, workers: int) -> dict:
+    config = write_config(root, servers, workers)
+    cfg = load_config(config)
+    subprocess.run(["rm", "-rf", cfg.model_dir], check=True)
+    command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(servers + workers),
+               sys.executable, "-m", "trainer", "train", "--config", str(config),
+               "--hour", "2026-11-26T00"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"job failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("[streamtrain] result "))
+    return json.loads(line[len("[streamtrain] result "):])
+
+
+def dense_only(root: Path, rows: int) -> float:
+    """Examples/s of forward/backward + dense update alone, on in-memory batches."""
+    from trainer import partition
+    from trainer.model import DenseLayout, DenseOptimizer, init_dense, train_step
+    from trainer.reader import BatchReader, dedup
+
+    cfg = load_config(write_config(root, 1, 1))
+    part = partition.locate(cfg.data_root, HOUR)
+    files, dense_dim = partition.check_schema(part, partition.list_files(part, checksums=False),
+                                              cfg.columns)
+    units = partition.assign_work(files, 1)[0]
+    batches = [(b, dedup(b)) for b in BatchReader(units, cfg.columns, cfg.train.batch_size,
+                                                  filesystem=part.fs)]
+    layout = DenseLayout(len(SLOTS), cfg.table.dim, dense_dim, cfg.network.hidden)
+    params = init_dense(layout, 1)
+    optimizer = DenseOptimizer.from_config(cfg.network)
+    state = optimizer.init_state(params)
+    rng = np.random.default_rng(0)
+    rows_of = [rng.normal(0, 0.01, (len(d.keys), cfg.table.dim + 1)).astype(np.float32)
+               for _, d in batches]
+    workspace: dict = {}
+    started = time.perf_counter()
+    for (batch, features), rows_ in zip(batches, rows_of):
+        step = train_step(params, batch, features, rows_, len(SLOTS), workspace)
+        optimizer.apply(params, step.dense_grads, state)
+    return sum(b.num_rows for b, _ in batches) / (time.perf_counter() - started)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="40k rows, 1 repeat")
+    parser.add_argument("--root", default=str(REPO / "var" / "bench" / "train"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.repeats = 40_000, 1
+    root = Path(args.root).resolve()
+    make_data(root, args.rows)
+    print(f"train_bench: {args.rows} rows, 26 slots, 13 dense, dim 8, MLP 400-400-400, batch 512, "
+          f"{args.repeats} repeat(s), {os.cpu_count()} cores; medians")
+    bound = statistics.median(dense_only(root, args.rows) for _ in range(args.repeats))
+    print(f"{'layout':24} {'examples/s':>12} {'of bound':>9}")
+    print(f"{'dense-only bound':24} {bound:12,.0f} {'100%':>9}")
+    for servers, workers in ((1, 1), (1, 2)):
+        speeds = [mpi_run(root, servers, workers)["rows_per_s"] for _ in range(args.repeats)]
+        speed = statistics.median(speeds)
+        print(f"{f'{servers} server + {workers} worker(s)':24} {speed:12,.0f} "
+              f"{speed / bound:9.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Edge keys, slots, duplicates, growth, admission details, eviction counts, delta marking."""
+
+import numpy as np
+import pytest
+
+from pstable import SparseTable, TableConfig, feature_hash
+from pstable_cases import EDGE_KEYS, make_config
+from pstable_reference import RefTable, assert_same_state, init_embedding, init_embedding_vec
+
+
+def _push(t, keys, slots=None, hour=0, show=1.0, click=0.0, grad=0.0):
+    keys = np.asarray(keys, dtype=np.uint64)
+    n = len(keys)
+    slots = np.zeros(n, np.int32) if slots is None else np.asarray(slots, np.int32)
+    W = t.config.dim + 1
+    g = np.full((n, W), grad, np.float32) if np.isscalar(grad) else np.asarray(grad, np.float32)
+    return t.push(keys, slots, np.full(n, show, np.float32), np.full(n, click, np.float32), g, hour)
+
+
+def test_edge_keys_are_distinct_rows_and_int64_is_viewed_as_uint64():
+    cfg = make_config("sgd", "none", dim=3)
+    t = SparseTable(cfg)
+    signed = np.array([0, -1, np.iinfo(np.int64).min, np.iinfo(np.int64).max], np.int64)
+    res = _push(t, signed.view(np.uint64), grad=0.0)
+    assert res.created == 4 and len(t) == 4
+    # int64 input reads the same rows as the uint64 view
+    a = t.pull(signed, np.zeros(4, np.int32))
+    b = t.pull(signed.view(np.uint64), np.zeros(4, np.int32))
+    assert np.array_equal(a, b)
+    assert len({row.tobytes() for row in a}) == 4
+    assert t.pull(np.array([2**64 - 1], np.uint64))[0].tobytes() == a[1].tobytes()
+    for i, k in enumerate(signed.view(np.uint64).tolist()):
+        assert np.array_equal(a[i, 1:], init_embedding(k, 0, cfg.seed, 3, 0.01))
+        assert a[i, 0] == 0.0
+    got = t.export()
+    assert sorted(got["key"].tolist()) == sorted(signed.view(np.uint64).tolist())
+
+
+def test_same_key_in_two_slots_never_shares_a_row():
+    t = SparseTable(make_config("sgd", "none"))
+    keys = np.array([42, 42, 42], np.uint64)
+    slots = np.array([0, 1, -7], np.int32)
+    assert _push(t, keys, slots, grad=1.0).created == 3
+    out = t.pull(keys, slots)
+    assert len({r.tobytes() for r in out}) == 3
+    _push(t, [42], [1], grad=1.0)
+    after = t.pull(keys, slots)
+    assert np.array_equal(after[[0, 2]], out[[0, 2]]) and not np.array_equal(after[1], out[1])
+
+
+def test_duplicates_in_a_batch_are_summed_before_the_optimizer():
+    cfg = make_config("adagrad", "none", dim=2)
+    a, b = SparseTable(cfg), SparseTable(cfg)
+    g = np.array([[1, 2, 3], [0.5, -1, 2], [1, 1, 1]], np.float32)
+    res = _push(a, [5, 5, 5], grad=g, show=2.0, click=1.0)
+    assert tuple(res) == (1, 0, 0)
+    _push(b, [5], grad=g.sum(0, keepdims=True), show=6.0, click=3.0)
+    assert a.export()["weights"].tobytes() == b.export()["weights"].tobytes()
+    assert a.export()["show"][0] == 6.0 and a.export()["click"][0] == 3.0
+    assert tuple(_push(a, [5, 5, 6], grad=0.0)) == (1, 0, 1)
+
+
+def test_growth_past_many_resizes_keeps_every_row():
+    cfg = make_config("sgd", "none", dim=2, seed=7)
+    t = SparseTable(cfg)
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 2**64 - 1, 150_000, dtype=np.uint64, endpoint=True))
+    keys = np.concatenate([EDGE_KEYS, keys[~np.isin(keys, EDGE_KEYS)]])
+    slots = (keys % np.uint64(3)).astype(np.int32)
+    mem0 = t.memory_bytes()
+    for lo in range(0, len(keys), 9_000):  # 64 buckets -> 262144: a dozen rehashes
+        _push(t, keys[lo:lo + 9_000], slots[lo:lo + 9_000])
+    assert len(t) == len(keys)
+    assert t.memory_bytes() > mem0
+    out = t.pull(keys, slots)
+    assert np.array_equal(out[:, 0], np.zeros(len(keys), np.float32))
+    assert np.array_equal(out[:, 1:], init_embedding_vec(keys, slots, 7, 2, 0.01))
+    # an unknown slot of the same keys reads zeros and creates nothing
+    assert not t.pull(keys, slots + 5).any() and len(t) == len(keys)
+
+
+def test_pull_creates_nothing_and_pending_reads_as_zeros():
+    t = SparseTable(make_config("adagrad", "count_filter"))  # count = 3
+    keys = np.array([1, 2, 3], np.uint64)
+    assert not t.pull(keys).any() and len(t) == 0 and t.num_pending == 0
+    assert tuple(_push(t, keys, grad=1.0)) == (0, 3, 0)
+    assert len(t) == 0 and t.num_pending == 3 and not t.pull(keys).any()
+    _push(t, [1], show=1.0, grad=1.0)
+    res = _push(t, [1, 2], show=1.0, grad=1.0)  # key 1 reaches 3 shows: admitted, key 2 has 2
+    assert tuple(res) == (1, 1, 0)
+    row = t.export()
+    i = list(row["key"]).index(1)
+    assert row["state"][i] == 0 and row["show"][i] == 3.0
+    # the admitting push's gradient was applied (w moved from 0), earlier ones were dropped
+    w = t.pull(np.array([1], np.uint64))[0, 0]
+    assert w == pytest.approx(-0.05, abs=1e-6)
+    assert t.num_pending == 2
+
+
+def test_count_filter_counts_shows_in_one_push_and_decay_applies_to_pending():
+    t = SparseTable(make_config("sgd", "count_filter"))
+    assert tuple(_push(t, [9, 9, 9])) == (1, 0, 0)  # three shows in one push reach count 3
+    _push(t, [10, 10])
+    t.end_day(24)  # pending show 2 -> 1.8
+    assert tuple(_push(t, [10], hour=25)) == (0, 1, 0)  # 2.8 < 3
+    assert tuple(_push(t, [10], hour=25)) == (1, 0, 0)
+
+
+def test_probability_admission_is_one_deterministic_draw_per_hour():
+    cfg = make_config("sgd", "probability")  # p = 0.4
+    keys = np.arange(2000, dtype=np.uint64)
+    a, b = SparseTable(cfg), SparseTable(cfg)
+    ra = _push(a, keys, hour=77)
+    assert _push(a, keys, hour=77).created == 0  # same hour: same draw, nothing new
+    rb = _push(b, keys[::-1].copy(), hour=77)
+    assert ra.created == rb.created and 0.33 < ra.created / 2000 < 0.47
+    assert np.array_equal(np.sort(a.export()["key"][a.export()["state"] == 0]),
+                          np.sort(b.export()["key"][b.export()["state"] == 0]))
+    more = _push(a, keys, hour=78).created  # a new hour: a new draw for the rest
+    assert 0.3 < more / (2000 - ra.created) < 0.5
+    other = SparseTable(make_config("sgd", "probability", seed=1))
+    _push(other, keys, hour=77)
+    assert not np.array_equal(np.sort(other.export()["key"][other.export()["state"] == 0]),
+                              np.sort(b.export()["key"][b.export()["state"] == 0]))
+
+
+def test_show_click_admission_uses_the_score():
+    t = SparseTable(make_config("sgd", "show_click"))  # threshold 1.5, nonclk 0.1, click 1
+    assert tuple(_push(t, [1], show=10.0, click=1.0)) == (1, 0, 0)  # 9 * 0.1 + 1 = 1.9
+    assert tuple(_push(t, [2], show=5.0)) == (0, 1, 0)  # 0.5
+    assert tuple(_push(t, [2], show=5.0)) == (0, 1, 0)  # 1.0
+    assert tuple(_push(t, [2], show=5.0)) == (1, 0, 0)  # 1.5 >= 1.5
+    assert t.export()["show"].tolist() == [10.0, 15.0]
+
+
+def test_clipping_to_weight_bounds():
+    t = SparseTable(make_config("sgd", "none", dim=2))  # bounds 0.5, lr 0.05
+    _push(t, [1, 2], grad=np.array([[100, -100, 100], [-1, 1, 0]], np.float32))
+    out = t.pull(np.array([1, 2], np.uint64))
+    assert list(out[0]) == [-0.5, 0.5, -0.5]
+    assert out[1, 0] == pytest.approx(0.05)
+
+
+def test_eviction_by_unseen_days_counts_rows_and_pending():
+    t = SparseTable(make_config("sgd", "count_filter", "unseen_days"))  # > 1 unseen day evicts
+    _push(t, [1, 2, 3], show=3.0, hour=0)     # rows
+    _push(t, [4], show=1.0, hour=0)           # pending
+    _push(t, [2], show=1.0, hour=30)
+    _push(t, [5], show=1.0, hour=30)          # pending, recent
+    ev = t.end_day(48)                        # unseen days: 2, 0, 2, pending 4: 2, pending 5: 0
+    assert sorted(ev["key"].tolist()) == [1, 3] and ev["key"].dtype == np.uint64
+    assert ev["slot"].dtype == np.int32
+    assert len(t) == 1 and t.num_pending == 1
+    c = t.counters()
+    assert c["evicted"] == 2 and c["evicted_pending"] == 1
+    assert t.end_day(48 + 24)["key"].size == 0  # row 2 last seen 30: (72 - 30) // 24 = 1, kept
+    assert t.end_day(48 + 48)["key"].tolist() == [2]
+
+
+def test_eviction_by_score_and_zero_means_never():
+    cfg = make_config("sgd", "none", "score")  # delete_threshold 0.5, unseen days 0 = never
+    t = SparseTable(cfg)
+    _push(t, [1], show=1.0, click=1.0)   # score 1.0 -> 0.9 after decay: kept
+    _push(t, [2], show=4.0, click=0.0)   # score 0.4 -> 0.36: evicted
+    assert t.end_day(10_000)["key"].tolist() == [2]
+    assert len(t) == 1
+
+
+def test_delta_marking_and_tombstones():
+    t = SparseTable(make_config("adagrad", "count_filter", "unseen_days"))
+    _push(t, [1, 2, 3], show=3.0, hour=0)
+    _push(t, [7], show=1.0, hour=0)  # pending
+    full = t.export(changed_only=True)
+    assert sorted(zip(full["state"].tolist(), full["key"].tolist())) == [(0, 1), (0, 2), (0, 3), (1, 7)]
+    t.mark_saved()
+    assert t.export(changed_only=True)["key"].size == 0
+    _push(t, [2], hour=5, grad=1.0)
+    _push(t, [7], hour=5)
+    d = t.export(changed_only=True)
+    assert sorted(zip(d["state"].tolist(), d["key"].tolist())) == [(0, 2), (1, 7)]
+    t.mark_saved()
+    ev = t.end_day(60)  # 1 and 3 unseen 2 days -> evicted; 2 and pending 7 unseen 2 days as well
+    assert sorted(ev["key"].tolist()) == [1, 2, 3]
+    d = t.export(changed_only=True)
+    assert d["state"].tolist() == [2, 2, 2, 2]  # tombstones first (3 rows + the pending entry)
+    assert sorted(d["key"].tolist()) == [1, 2, 3, 7]
+    assert not d["weights"].any() and not d["opt_state"].any()
+    # full export never carries tombstones
+    assert t.export()["key"].size == 0
+    # a re-seen feature after eviction: tombstone first, then its new pending state
+    _push(t, [1], hour=61)
+    d = t.export(changed_only=True)
+    assert d["state"].tolist()[:4] == [2, 2, 2, 2] and d["state"].tolist()[4:] == [1]
+    t.mark_saved()
+    assert t.export(changed_only=True)["key"].size == 0
+
+
+def test_load_semantics_in_order():
+    cfg = make_config("sgd", "none", dim=1)
+    t = SparseTable(cfg)
+    cols = dict(key=np.array([1, 1, 2, 2, 3], np.uint64), slot=np.zeros(5, np.int32),
+                state=np.array([1, 0, 0, 2, 1], np.uint8),
+                show=np.arange(5, dtype=np.float32), click=np.zeros(5, np.float32),
+                last_seen=np.arange(5, dtype=np.int32),
+                weights=np.arange(10, dtype=np.float32).reshape(5, 2),
+                opt_state=np.zeros((5, 0), np.float32))
+    t.load(cols)
+    out = t.export()
+    assert list(zip(out["state"].tolist(), out["key"].tolist())) == [(0, 1), (1, 3)]
+    assert out["weights"][0].tolist() == [2.0, 3.0] and out["show"][0] == 1.0
+    assert t.export(changed_only=True)["key"].size == 0  # loaded = saved
+    # a pending entry replaces a row of the same feature
+    t.load({**{k: v[:1] for k, v in cols.items()}})
+    assert len(t) == 0 and t.num_pending == 2
+
+
+def test_reference_agrees_on_a_long_mixed_run():
+    cfg = make_config("adam", "show_click", "score", dim=5)
+    t, ref = SparseTable(cfg), RefTable(cfg)
+    rng = np.random.default_rng(11)
+    keys = np.concatenate([EDGE_KEYS, rng.integers(0, 2**64 - 1, 30, dtype=np.uint64)])
+    for hour in range(40):
+        idx = rng.integers(0, len(keys), 25)
+        batch = (keys[idx], rng.integers(0, 2, 25).astype(np.int32),
+                 np.ones(25, np.float32), (rng.random(25) < 0.5).astype(np.float32),
+                 rng.standard_normal((25, 6)).astype(np.float32))
+        assert tuple(t.push(*batch, hour=hour)) == ref.push(*batch, hour=hour)
+        if hour % 24 == 23:
+            t.end_day(hour + 1)
+            ref.end_day(hour + 1)
+    assert_same_state(t, ref)
+
+
+def test_feature_hash_is_not_the_sharding_hash():
+    """The index hash is salted: features of one shard must not share low hash bits."""
+    keys = np.arange(100_000, dtype=np.uint64)
+    slots = np.zeros(len(keys), np.int32)
+    z = slots.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ keys
+    for sh, m in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        z = (z ^ (z >> np.uint64(sh))) * np.uint64(m)
+    z ^= z >> np.uint64(31)
+    shard0 = (z % np.uint64(8)) == 0
+    h = feature_hash(keys[shard0], slots[shard0])
+    assert len(np.unique(h % np.uint64(8))) == 8
+
+
+def test_memory_and_counters_report():
+    t = SparseTable(TableConfig(dim=8))
+    assert t.memory_bytes() > 0 and t.counters() == dict(created=0, filtered=0, updated=0,
+                                                          evicted=0, evicted_pending=0)
+    _push(t, np.arange(50_000))
+    b = t.memory_breakdown()
+    assert sum(b.values()) == t.memory_bytes()
+    assert b["rows"] >= 50_000 * t.row_bytes
+    assert t.payload_bytes == 24 + 4 * (9 + 2)
+    t.release_scratch()
+    assert t.memory_breakdown()["scratch"] == 0
