@@ -204,7 +204,7 @@ def test_model_page_shows_the_chain_and_charts(client):
     row = page.split('data-version="v000029"')[1].split("</tr>")[0]
     assert '<td class="c-auc">0.6029</td>' in row
     assert '<td class="c-table_rows">2,900</td>' in row
-    assert '<td class="c-s-train">31.0</td>' in row
+    assert '<td class="c-s-train">31.00</td>' in row and '<td class="c-s-commit">0.25</td>' in row
     assert 'href="/dags/streamtrain_demo/runs/scheduled__' in row and 'target="_top"' in row
     for chart in ("quality", "table", "throughput", "size"):
         assert f'src="/streamtrain/models/demo/charts/{chart}.svg?hours=48"' in page

@@ -347,11 +347,14 @@ def page_of(chain: Chain, page: int, per_page: int) -> tuple[list[Version], int]
 
 def series(chain: Chain, hours: int, end_hour: int | None = None) -> dict:
     """Per-data-hour points of the window ``(end_hour - hours, end_hour]`` (default: ending at the
-    head's hour), sorted by data hour, with the missing hours of the same window."""
+    newest data hour), sorted by data hour, with the missing hours of the same window. The window
+    never starts before the chain's first hour."""
+    candidates = [v.hour for v in chain.versions] + [m.hour for m in chain.missing]
     if end_hour is None:
-        candidates = [v.hour for v in chain.versions] + [m.hour for m in chain.missing]
         end_hour = max(candidates) if candidates else 0
     start_hour = end_hour - hours + 1
+    if candidates and min(candidates) <= end_hour:
+        start_hour = max(start_hour, min(candidates))  # no empty stretch before the first hour
     # late (backfilled) hours may sit anywhere in the chain: data hours decide membership.
     picked = [v for v in chain.versions if start_hour <= v.hour <= end_hour]
     picked.sort(key=lambda v: (v.hour, v.seq))
