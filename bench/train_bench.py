@@ -6,7 +6,8 @@ The model is the classic Criteo-shaped CTR-DNN: 26 sparse slots (Zipf ids over l
 Printed, per layout (1 server + 1 worker, 1 server + 2 workers): examples/s of the training phase
 of a real ``mpiexec`` job (reading Parquet, pulls, pushes, server-side updates included), and the
 **dense-only bound**: the same forward/backward + dense update in one process on batches already
-in memory, with random rows instead of a table (no communication, no table, no reading).
+in memory, with random rows instead of a table (no communication, no table, no reading), with
+the BLAS thread count of a worker rank (``mpi.blas_threads``, 1).
 Each number is the median of ``--repeats`` runs.
 
     .venv/bin/python bench/train_bench.py            # 200k rows per run
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -135,10 +137,11 @@ def dense_only(root: Path, rows: int) -> float:
     rows_of = [rng.normal(0, 0.01, (len(d.keys), cfg.table.dim + 1)).astype(np.float32)
                for _, d in batches]
     workspace: dict = {}
-    started = time.perf_counter()
-    for (batch, features), rows_ in zip(batches, rows_of):
-        step = train_step(params, batch, features, rows_, len(SLOTS), workspace)
-        optimizer.apply(params, step.dense_grads, state)
+    with threadpool_limits(limits=cfg.mpi.blas_threads, user_api="blas"):  # as a worker rank
+        started = time.perf_counter()
+        for (batch, features), rows_ in zip(batches, rows_of):
+            step = train_step(params, batch, features, rows_, len(SLOTS), workspace)
+            optimizer.apply(params, step.dense_grads, state)
     return sum(b.num_rows for b, _ in batches) / (time.perf_counter() - started)
 
 

@@ -102,6 +102,7 @@ class MpiConfig:
     mpiexec: str = ""  # "" = the mpiexec beside this Python interpreter
     hostfile: str = ""  # "" = all ranks on this machine
     extra_args: tuple[str, ...] = ()
+    blas_threads: int = 1  # BLAS threads per rank: ranks share the cores, oversubscription is slow
     wait_spins: int = 50  # polls before a waiting rank starts to sleep
     wait_backoff_min_us: float = 20.0  # first sleep; doubles up to the max
     wait_backoff_max_us: float = 500.0
@@ -114,6 +115,7 @@ class MpiConfig:
     def validate(self) -> None:
         _positive("mpi.servers", self.servers)
         _positive("mpi.workers", self.workers)
+        _positive("mpi.blas_threads", self.blas_threads)
         _positive("mpi.wait_backoff_min_us", self.wait_backoff_min_us)
         if self.wait_backoff_max_us < self.wait_backoff_min_us:
             raise ConfigError("mpi.wait_backoff_max_us: must be >= mpi.wait_backoff_min_us")

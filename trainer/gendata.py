@@ -168,9 +168,9 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
             arrays[name] = pa.array(raw_ids(ranks, s, seed), pa.int64(), mask=null if null.any() else None)
     dense = rng.standard_normal((rows, len(columns.dense))).astype(np.float32)
     for j, name in enumerate(columns.dense):
-        logit += _DENSE_BETA[j % len(_DENSE_BETA)] * dense[:, j]
         null = (rng.random(rows) < 0.005) if j == len(columns.dense) - 1 else np.zeros(rows, bool)
-        dense[null, j] = 0.0  # what the reader fills a null with by default: the model sees 0
+        dense[null, j] = 0.0  # the planted model sees what the reader fills a null with by default
+        logit += _DENSE_BETA[j % len(_DENSE_BETA)] * dense[:, j]
         arrays[name] = pa.array(dense[:, j], pa.float32(), mask=null if null.any() else None)
     if len(columns.dense) >= 2:
         logit += _INTERACTION * dense[:, 0].astype(np.float64) * dense[:, 1]

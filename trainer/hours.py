@@ -84,17 +84,11 @@ def hour_index(text: str) -> int:
     return int((when - _EPOCH).total_seconds()) // 3600
 
 
-def _check_index(h: int) -> int:
-    if isinstance(h, bool) or not isinstance(h, int):
-        try:
-            import numpy as np
-
-            if isinstance(h, np.integer):
-                h = int(h)
-            else:
-                raise TypeError
-        except TypeError:
-            raise ValueError(f"bad hour index {h!r}: expected an int") from None
+def _check_index(h) -> int:
+    """``h`` as a Python int (numpy integers accepted), inside years 1..9999."""
+    if isinstance(h, bool) or not hasattr(h, "__index__"):
+        raise ValueError(f"bad hour index {h!r}: expected an int")
+    h = h.__index__()
     if not _MIN_HOUR <= h <= _MAX_HOUR:
         raise ValueError(f"bad hour index {h}: outside years 1..9999")
     return h

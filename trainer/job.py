@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from mpi4py import MPI
+from threadpoolctl import threadpool_limits
 
 import pstable
 import trainer
@@ -54,7 +55,8 @@ class HourPlan:
 def run_train(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     comm = MPI.COMM_WORLD
     try:
-        return _run(comm, cfg, hour, force)
+        with threadpool_limits(limits=cfg.mpi.blas_threads, user_api="blas"):
+            return _run(comm, cfg, hour, force)
     except BaseException as err:  # noqa: BLE001 - any failure must take every rank down
         if comm.size == 1:
             raise

@@ -437,7 +437,7 @@ class StepResult(NamedTuple):
     sparse_grads: np.ndarray  #: float32 [n_unique, 1+dim], scaled by n (see module docstring)
 
 
-def _batch_inputs(params, batch, dedup, rows, num_fields):
+def _batch_inputs(batch, dedup, rows, num_fields):
     rows = np.asarray(rows)
     if rows.ndim != 2 or rows.shape[0] != len(dedup.keys):
         raise ValueError(f"rows: expected shape ({len(dedup.keys)}, 1+dim), got {rows.shape}")
@@ -452,7 +452,7 @@ def predict(params, batch, dedup, rows, num_fields: int, workspace: dict | None 
     ``dedup`` is ``trainer.reader.dedup(batch)`` and ``rows`` the pulled table rows of
     ``dedup.keys`` / ``dedup.slots`` (zeros for ids not admitted yet).
     """
-    pooled, wide = _batch_inputs(params, batch, dedup, rows, num_fields)
+    pooled, wide = _batch_inputs(batch, dedup, rows, num_fields)
     probs, _ = forward(params, pooled, batch.dense, wide, workspace)
     return probs.copy() if workspace is not None else probs
 
@@ -480,7 +480,7 @@ def train_step(params, batch, dedup, rows, num_fields: int, workspace: dict | No
         Predictions (for the metrics: made before the update), loss, dense gradients (of the mean
         loss) and sparse gradients (per unique feature, scaled by the batch size ``n``).
     """
-    pooled, wide = _batch_inputs(params, batch, dedup, rows, num_fields)
+    pooled, wide = _batch_inputs(batch, dedup, rows, num_fields)
     shows = batch.shows if batch.has_shows else None
     probs, cache = forward(params, pooled, batch.dense, wide, workspace)
     loss = log_loss(cache["logits"], batch.labels, shows)

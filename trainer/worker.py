@@ -5,13 +5,22 @@ Per batch: one pull message per server (its features, plus its dense slice every
 ``train.dense_pull_every`` batches), then one push per server (features, show/click counts,
 gradients, its slice of the dense gradient). Pushes are asynchronous; at most
 ``train.max_pushes_in_flight`` unacknowledged pushes per server bound the staleness.
+
+Pipelining: a reader thread decodes Parquet, de-duplicates and routes the next batches (pyarrow
+and numpy release the GIL there), and the pull of batch b+1 is in flight while batch b computes.
+So a batch's rows may miss this worker's previous push (one batch of staleness, as in any
+asynchronous parameter server); with one worker the message order, and so the result, is still
+deterministic.
 """
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from mpi4py import MPI
@@ -25,6 +34,14 @@ from trainer.metrics import ProgressiveMetrics
 from trainer.model import DenseLayout, flatten, train_step, unflatten
 from trainer.reader import BatchReader, ReadStats, dedup
 from trainer.sharding import group_by_owner, server_of_shard, shard_of
+
+
+class Routed(NamedTuple):
+    """A batch ready to pull: its unique features and which of them each server owns."""
+
+    batch: object  # trainer.reader.Batch
+    features: object  # trainer.reader.Dedup
+    groups: list  # groups[server] = indexes into features
 
 
 @dataclass
@@ -57,13 +74,15 @@ class Worker:
         num_fields = len(self.cfg.columns.slots)
         every = self.cfg.train.dense_pull_every
         started = last_report = time.monotonic()
-        for batch in reader:
-            features = dedup(batch)
-            owners = server_of_shard(
-                shard_of(features.keys, features.slots, self.cfg.table_num_shards),
-                self.roles.servers)
-            groups = group_by_owner(owners, self.roles.servers)
-            rows = self._pull(features, groups, want_dense=self.stats.batches % every == 0)
+        routed = _prefetch((self._route(b) for b in reader), depth=2)
+        current = next(routed, None)
+        pull = self._start_pull(current, want_dense=True) if current else None
+        while current is not None:
+            rows = self._finish_pull(pull)
+            upcoming = next(routed, None)
+            if upcoming is not None:  # in flight while this batch computes
+                pull = self._start_pull(upcoming, want_dense=(self.stats.batches + 1) % every == 0)
+            batch, features, groups = current
             step = train_step(self.params, batch, features, rows, num_fields, self.workspace)
             self.metrics.update(batch.labels, step.probs, batch.shows if batch.has_shows else None)
             self._push(features, groups, step)
@@ -76,10 +95,17 @@ class Worker:
             if now - last_report >= self.cfg.train.progress_seconds:
                 self._report(now - started)
                 last_report = now
+            current = upcoming
         self._finish()
         self.stats.read = reader.stats
         self._report(time.monotonic() - started)
         return self.stats
+
+    def _route(self, batch) -> Routed:
+        features = dedup(batch)
+        owners = server_of_shard(
+            shard_of(features.keys, features.slots, self.cfg.table_num_shards), self.roles.servers)
+        return Routed(batch, features, group_by_owner(owners, self.roles.servers))
 
     def _quarantine_path(self) -> str:
         folder = self.cfg.train.bad_rows_dir or f"{self.cfg.model_dir}/quarantine"
@@ -92,11 +118,12 @@ class Worker:
               f"running auc {got.get('auc', float('nan')):.4f}", flush=True)
 
     # -- pull --------------------------------------------------------------------------------
-    def _pull(self, features, groups, want_dense: bool) -> np.ndarray:
-        rows = np.empty((features.keys.size, self.width), np.float32)
+    def _start_pull(self, routed: Routed, want_dense: bool) -> tuple:
+        """Send one pull request per server that owns features (every server when dense is due)."""
+        features = routed.features
         flag = np.array([1 if want_dense else 0], np.int64)
         pending = []
-        for server, index in enumerate(groups):
+        for server, index in enumerate(routed.groups):
             if index.size == 0 and not want_dense:
                 continue
             lo, hi = self.bounds[server], self.bounds[server + 1]
@@ -105,6 +132,12 @@ class Worker:
             packet = pack(features.keys[index], features.slots[index], flag)
             send = self.comm.Isend([packet, MPI.BYTE], dest=server, tag=TAG_PULL)
             pending.append((server, index, reply, receive, send, packet))
+        return features.keys.size, want_dense, pending
+
+    def _finish_pull(self, pull: tuple) -> np.ndarray:
+        """Wait for the replies of :meth:`_start_pull`; rows in the order of the batch's features."""
+        count, want_dense, pending = pull
+        rows = np.empty((count, self.width), np.float32)
         for server, index, reply, receive, send, _packet in pending:
             self.backoff.complete(receive, f"pull reply from server {server}")
             self.backoff.complete(send, f"pull request to server {server}")
@@ -157,3 +190,26 @@ def _injected_fault(rank: int) -> None:
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise RuntimeError(f"injected fault ({spec})")
+
+
+def _prefetch(items, depth: int):
+    """Iterate `items` in a background thread, `depth` ahead; its exceptions re-raise here."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def produce():
+        try:
+            for item in items:
+                buffer.put(item)
+            buffer.put(end)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            buffer.put(err)
+
+    threading.Thread(target=produce, name="reader", daemon=True).start()
+    while True:
+        item = buffer.get()
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item

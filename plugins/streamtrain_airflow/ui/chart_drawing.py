@@ -42,6 +42,15 @@ def _vals(points: list[dict], key: str) -> tuple[list, list]:
     return xs, ys
 
 
+def _bar_width(series: dict) -> float:
+    """Line width (points) of one hour's bar: about 80% of an hour on a 7-inch axis.
+
+    Bars are drawn as one ``vlines`` collection, not one ``Rectangle`` per hour: a window of
+    thousands of hours stays one SVG path and draws in milliseconds."""
+    hours = max(1, series["end_hour"] - series["start_hour"] + 1)
+    return max(0.4, min(8.0, 0.8 * 7 * 72 / hours))
+
+
 def _mark_missing(ax, series: dict) -> bool:
     for m in series["missing"]:
         span = ax.axvspan(_when(m["hour"]), _when(m["hour"] + 1), color=_MISSING_COLOR,
@@ -93,11 +102,11 @@ def _table(fig, series):
     ax.set_ylabel("table rows")
     ax2 = ax.twinx()
     ax2.grid(False)
-    width = 0.8 / 24  # days: 80% of an hour
+    lw = _bar_width(series)
     xa, ya = _vals(pts, "ids_admitted")
-    adm = ax2.bar(xa, ya, width=width, color="#17becf", alpha=0.6, gid="ids_admitted")
+    adm = ax2.vlines(xa, 0, ya, lw=lw, color="#17becf", alpha=0.7, gid="ids_admitted")
     xe, ye = _vals(pts, "rows_evicted")
-    ev = ax2.bar(xe, [-v for v in ye], width=width, color="#9467bd", alpha=0.6, gid="rows_evicted")
+    ev = ax2.vlines(xe, 0, [-v for v in ye], lw=lw, color="#9467bd", alpha=0.7, gid="rows_evicted")
     ax2.axhline(0, color="#555", lw=0.5)
     ax2.set_ylabel("admitted (+) / evicted (−) per hour")
     _finish(fig, ax, series, [rows, adm, ev], ["table rows", "ids admitted", "rows evicted"])
@@ -119,16 +128,20 @@ def _throughput(fig, series):
 def _size(fig, series):
     ax = fig.subplots()
     pts = series["points"]
-    width = 0.8 / 24
+    lw = _bar_width(series)
     handles, labels = [], []
+    positive = [p["bytes"] for p in pts if p.get("bytes")]
+    floor = min(positive) / 2 if positive else 0
     for kind, color in (("full", "#1f77b4"), ("delta", "#aec7e8")):
-        sel = [p for p in pts if p["kind"] == kind and p.get("bytes") is not None]
+        sel = [p for p in pts if p["kind"] == kind and p.get("bytes")]
         if sel:
-            handles.append(ax.bar([_when(p["hour"]) for p in sel], [p["bytes"] for p in sel],
-                                  width=width, color=color, gid=f"bytes_{kind}"))
+            handles.append(ax.vlines([_when(p["hour"]) for p in sel], floor,
+                                     [p["bytes"] for p in sel], lw=lw, color=color,
+                                     gid=f"bytes_{kind}"))
             labels.append(f"{kind} ({len(sel)})")
-    if any(p.get("bytes") for p in pts):
+    if positive:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
     ax.set_ylabel("bytes saved")
     _finish(fig, ax, series, handles, labels)
     return _last(pts, "bytes", "d")

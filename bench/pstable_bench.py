@@ -1,0 +1,179 @@
+"""Benchmark of pstable.SparseTable: batched pull and push (adagrad) in keys per second.
+
+For each embedding dim and table size it prints, from one run (the machine is shared, so compare
+ratios within a run rather than absolute numbers):
+
+* pull and push keys/s for uniform and Zipf keys (batches of ``--batch`` keys, median of
+  ``--repeats`` runs);
+* a Python ``dict`` baseline doing the same mapping (key -> row, then numpy gather / adagrad update),
+  timed on a sample of the batch;
+* the machine's random-access bound: ``np.take`` of the same rows from a float32 slab of the same
+  size (no hashing);
+* bytes per row (table allocation without the push scratch) next to the raw row payload.
+
+Usage::
+
+    .venv/bin/python bench/pstable_bench.py            # dims 8 and 64, 1e5 / 1e6 / 1e7 rows
+    .venv/bin/python bench/pstable_bench.py --quick    # dim 8, 1e5 and 1e6 rows, 3 repeats
+    .venv/bin/python bench/pstable_bench.py --dims 8 --sizes 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from pstable import AdmissionConfig, OptimizerConfig, SparseTable, TableConfig
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def zipf_indices(rng, n_rows, n, a):
+    r = rng.zipf(a, n).astype(np.int64) - 1
+    return r % n_rows
+
+
+class DictBaseline:
+    """Same mapping in Python: dict (slot, key) -> row index, numpy slab of weights + g2sum."""
+
+    def __init__(self, keys, width):
+        self.index = {k: i for i, k in enumerate(keys.tolist())}
+        self.w = np.zeros((len(keys), width), np.float32)
+        self.g2 = np.zeros((len(keys), 2), np.float32)
+
+    def pull(self, keys):
+        get = self.index.get
+        idx = np.fromiter((get(k, -1) for k in keys.tolist()), np.int64, len(keys))
+        out = self.w[np.maximum(idx, 0)]
+        out[idx < 0] = 0
+        return out
+
+    def push(self, keys, grads, lr=0.05, ig=3.0):
+        get = self.index.get
+        idx = np.fromiter((get(k, -1) for k in keys.tolist()), np.int64, len(keys))
+        uniq, inv = np.unique(idx, return_inverse=True)
+        g = np.zeros((len(uniq), grads.shape[1]), np.float32)
+        np.add.at(g, inv, grads)
+        w, g2 = self.w[uniq], self.g2[uniq]
+        s0 = np.sqrt(ig / (ig + g2[:, 0]))
+        s1 = np.sqrt(ig / (ig + g2[:, 1]))
+        w[:, 0] -= lr * g[:, 0] * s0
+        w[:, 1:] -= lr * g[:, 1:] * s1[:, None]
+        g2[:, 0] += g[:, 0] ** 2
+        g2[:, 1] += (g[:, 1:] ** 2).mean(axis=1)
+        self.w[uniq] = np.clip(w, -10, 10)
+        self.g2[uniq] = g2
+
+
+def run(args):
+    rng = np.random.default_rng(args.seed)
+    header = (f"{'dim':>4} {'rows':>9} {'dist':>7} | {'pull M/s':>8} {'push M/s':>8} | "
+              f"{'bound M/s':>9} {'pull/bnd':>8} | {'dict pull':>9} {'dict push':>9} "
+              f"{'pull/dict':>9} {'push/dict':>9} | {'B/row':>6} {'payload':>7} {'ratio':>5}")
+    print(f"# pstable bench: batch {args.batch:,} keys, median of {args.repeats}, adagrad, "
+          f"single thread, zipf a={args.zipf_a}", flush=True)
+    print(header)
+    print("-" * len(header), flush=True)
+    for n_rows in args.sizes:
+        keys = rng.integers(0, 2**64 - 1, n_rows, dtype=np.uint64, endpoint=True)
+        base = None
+        if not args.no_dict:
+            t0 = time.perf_counter()
+            base = {}
+        for dim in args.dims:
+            W = dim + 1
+            cfg = TableConfig(dim=dim, optimizer=OptimizerConfig(rule="adagrad"),
+                              admission=AdmissionConfig(policy="none"), seed=1)
+            table = SparseTable(cfg)
+            build_t0 = time.perf_counter()
+            for lo in range(0, n_rows, args.batch):
+                k = keys[lo:lo + args.batch]
+                table.push(k, None, np.ones(len(k), np.float32), np.zeros(len(k), np.float32),
+                           np.zeros((len(k), W), np.float32), 0)
+            build_s = time.perf_counter() - build_t0
+            bd = table.memory_breakdown()
+            table_bytes = sum(v for name, v in bd.items() if name != "scratch")
+            bpr = table_bytes / len(table)
+            payload = table.payload_bytes
+            slab = np.zeros((n_rows, table.row_bytes // 4), np.float32)  # same bytes as the row slab
+            dict_impl = None
+            if not args.no_dict:
+                dict_impl = DictBaseline(keys, W)
+            print(f"# dim {dim}, {n_rows:,} rows: build {n_rows / build_s / 1e6:.2f} M keys/s "
+                  f"({build_s:.2f} s, {len(table):,} rows); memory {table_bytes / 2**20:.1f} MiB "
+                  f"(+ push scratch {bd['scratch'] / 2**20:.1f} MiB)", flush=True)
+            for dist in ("uniform", "zipf"):
+                if dist == "uniform":
+                    idx = rng.integers(0, n_rows, args.batch)
+                else:
+                    idx = zipf_indices(rng, n_rows, args.batch, args.zipf_a)
+                q = keys[idx]
+                grads = (rng.standard_normal((args.batch, W)) * 0.01).astype(np.float32)
+                shows = np.ones(args.batch, np.float32)
+                clicks = np.zeros(args.batch, np.float32)
+                out = np.empty((args.batch, W), np.float32)
+                table.pull(q, out=out)  # warm
+                t_pull = median_time(lambda: table.pull(q, out=out), args.repeats)
+                hour = [1]
+
+                def push():
+                    table.push(q, None, shows, clicks, grads, hour[0])
+                    hour[0] += 1
+                t_push = median_time(push, args.repeats)
+                sorted_idx = idx
+                tk = np.empty((args.batch, slab.shape[1]), np.float32)
+                t_bound = median_time(lambda: np.take(slab, sorted_idx, axis=0, out=tk), args.repeats)
+                pull_r = args.batch / t_pull
+                push_r = args.batch / t_push
+                bound_r = args.batch / t_bound
+                if dict_impl is not None:
+                    m = min(args.dict_sample, args.batch)
+                    qs, gs = q[:m], grads[:m]
+                    d_pull = m / median_time(lambda: dict_impl.pull(qs), max(1, args.repeats // 2))
+                    d_push = m / median_time(lambda: dict_impl.push(qs, gs), max(1, args.repeats // 2))
+                    dict_cols = (f"{d_pull / 1e6:9.2f} {d_push / 1e6:9.2f} "
+                                 f"{pull_r / d_pull:8.1f}x {push_r / d_push:8.1f}x")
+                else:
+                    dict_cols = f"{'-':>9} {'-':>9} {'-':>9} {'-':>9}"
+                print(f"{dim:>4} {n_rows:>9,} {dist:>7} | {pull_r / 1e6:8.2f} {push_r / 1e6:8.2f} | "
+                      f"{bound_r / 1e6:9.2f} {pull_r / bound_r:7.0%} | {dict_cols} | "
+                      f"{bpr:6.1f} {payload:7d} {bpr / payload:5.2f}", flush=True)
+            del table, slab, dict_impl
+            gc.collect()
+        del keys, base
+        gc.collect()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="dim 8, 1e5 and 1e6 rows, 3 repeats")
+    p.add_argument("--dims", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10**5, 10**6, 10**7])
+    p.add_argument("--batch", type=int, default=10**6)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--zipf-a", type=float, default=1.1)
+    p.add_argument("--dict-sample", type=int, default=200_000,
+                   help="keys timed for the dict baseline (it is slow)")
+    p.add_argument("--no-dict", action="store_true", help="skip the dict baseline")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.dims, args.sizes, args.repeats = [8], [10**5, 10**6], 3
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``airflow dags test`` of the full DAG on tiny generated data with the real mpiexec."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import ledger, streamtrain
+from streamtrain_airflow.airflow_home import airflow_bin
+
+pytestmark = pytest.mark.slow
+
+
+def dags_test(af, logical: str) -> str:
+    done = subprocess.run([airflow_bin(), "dags", "test", af.dag_id, logical], env=af.env,
+                          capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "DagRun Finished" in out and "state=success" in out, out[-4000:]
+    return out
+
+
+def test_full_then_missing_then_delta_then_noop(af):
+    streamtrain("gen-data", "--config", str(af.config), "--start", "2026-01-01T00", "--hours", "3",
+                "--rows-per-hour", "1500", "--skip", "2026-01-01T01")
+
+    out = dags_test(af, "2026-01-01T00:00:00+00:00")  # hour 0 = full_save_hour
+    assert "Skipping tasks [('save_delta', -1)]" in out
+    [v1] = ledger(af.model_dir)
+    assert (v1["event"], v1["kind"], v1["hour_str"], v1["version"]) == ("commit", "full", "2026-01-01T00", "v000001")
+
+    out = dags_test(af, "2026-01-01T01:00:00+00:00")  # never lands: sensor times out (4 s)
+    assert "recorded as missing" in out
+    missing = ledger(af.model_dir)[-1]
+    assert (missing["event"], missing["hour_str"]) == ("missing", "2026-01-01T01")
+
+    out = dags_test(af, "2026-01-01T02:00:00+00:00")
+    assert "Skipping tasks [('save_full', -1)]" in out
+    v2 = ledger(af.model_dir)[-1]
+    assert (v2["kind"], v2["hour_str"], v2["parent"]) == ("delta", "2026-01-01T02", "v000001")
+    donefile = (af.model_dir / "donefile").read_text().splitlines()
+    assert len(donefile) == 2
+
+    before = (af.model_dir / "ledger.jsonl").read_text()
+    out = dags_test(af, "2026-01-01T00:00:00+00:00")  # re-run a finished hour: a clean no-op
+    assert "already in the chain as v000001" in out and "not training it again" in out
+    assert "mpiexec" not in out.split("not training it again")[1].split("DagRun Finished")[0]
+    assert (af.model_dir / "ledger.jsonl").read_text() == before
+    assert len((af.model_dir / "donefile").read_text().splitlines()) == 2
