@@ -25,7 +25,8 @@ extensions = [
         "pstable._table",
         ["pstable/_table.pyx"],
         include_dirs=[numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + ([("PSTABLE_DEBUG", "1")] if DEBUG else []),  # row/bucket index checks in raw-pointer loops
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
     )
 ]

@@ -34,6 +34,14 @@ cdef extern from *:
     #define PST_CHUNK_SHIFT 14
     #define PST_CHUNK_ROWS ((uint64_t)1 << PST_CHUNK_SHIFT)
     #define PST_CHUNK_MASK (PST_CHUNK_ROWS - 1)
+    #ifdef PSTABLE_DEBUG  /* STREAMTRAIN_DEBUG=1 build: check row ids in the raw-pointer loops */
+    #include <stdio.h>
+    #include <stdlib.h>
+    #define PST_CHECK(cond) do { if (!(cond)) { fprintf(stderr, "pstable: check failed: %s (%s:%d)\\n", \
+                                                       #cond, __FILE__, __LINE__); abort(); } } while (0)
+    #else
+    #define PST_CHECK(cond) ((void)0)
+    #endif
     static inline void pst_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
     static inline void pst_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
     /* splitmix64 finaliser */
@@ -55,6 +63,7 @@ cdef extern from *:
     void pst_prefetch_r(const void *p) noexcept nogil
     void pst_prefetch_w(const void *p) noexcept nogil
     uint64_t pst_mix64(uint64_t z) noexcept nogil
+    void PST_CHECK(bint cond) noexcept nogil
 
 cdef enum:
     GROUP = 16                 # keys per pipeline stage
@@ -120,6 +129,7 @@ cdef inline float clip(double x, double b) noexcept nogil:
 # --------------------------------------------------------------------------------------------
 
 cdef inline char* slab_at(const Slab* s, uint64_t i) noexcept nogil:
+    PST_CHECK(i < s.size)
     return s.chunks[i >> PST_CHUNK_SHIFT] + (i & PST_CHUNK_MASK) * s.stride
 
 
@@ -888,6 +898,7 @@ cdef class SparseTable:
                         hdr = <RowHeader*>slab_at(&self.pend, r)
                         kind = KIND_PENDING
                     m = hdr.mark >> 1
+                    PST_CHECK(m <= nu and nu < self.scratch_rows)
                     if m == 0:
                         u = nu
                         nu += 1

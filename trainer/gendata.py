@@ -72,10 +72,10 @@ class SlotProfile:
 
 
 DEFAULT_PROFILES = (
-    SlotProfile(id_space=1_000_000, zipf=1.05, sigma=0.35),  # user
-    SlotProfile(id_space=50_000, zipf=1.1, sigma=0.6),  # item
+    SlotProfile(id_space=300_000, zipf=1.1, sigma=0.25),  # user
+    SlotProfile(id_space=20_000, zipf=1.2, sigma=0.5),  # item
     SlotProfile(id_space=500, zipf=0.9, sigma=0.5, new_fraction=0.0),  # category
-    SlotProfile(id_space=50_000, zipf=1.1, sigma=0.3, max_len=4, null_fraction=0.02),  # tags
+    SlotProfile(id_space=20_000, zipf=1.2, sigma=0.3, max_len=4, null_fraction=0.02),  # tags
 )
 _DENSE_BETA = (0.6, -0.4, 0.3)  # extra dense columns reuse these in turn
 _INTERACTION = 0.4  # coefficient of d0 * d1

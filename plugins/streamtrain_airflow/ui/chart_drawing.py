@@ -42,13 +42,22 @@ def _vals(points: list[dict], key: str) -> tuple[list, list]:
     return xs, ys
 
 
-def _bar_width(series: dict) -> float:
-    """Line width (points) of one hour's bar: about 80% of an hour on a 7-inch axis.
+def _hourly(series: dict, points: list[dict], value, fill: float = 0.0):
+    """(edges, values) of one value per hour over the whole window, `fill` where there is none.
 
-    Bars are drawn as one ``vlines`` collection, not one ``Rectangle`` per hour: a window of
-    thousands of hours stays one SVG path and draws in milliseconds."""
-    hours = max(1, series["end_hour"] - series["start_hour"] + 1)
-    return max(0.4, min(8.0, 0.8 * 7 * 72 / hours))
+    Per-hour bars are drawn with ``stairs`` as ONE filled path, not one ``Rectangle`` per hour,
+    so a window of thousands of hours stays a small SVG that draws quickly."""
+    start, end = series["start_hour"], series["end_hour"]
+    values = [fill] * (end - start + 1)
+    for p in points:
+        v = value(p)
+        if v is not None and start <= p["hour"] <= end:
+            values[p["hour"] - start] = v
+    return [_when(h) for h in range(start, end + 2)], values
+
+
+def _marker(points: list[dict]) -> dict:
+    return {"marker": ".", "ms": 3} if len(points) <= 240 else {}
 
 
 def _mark_missing(ax, series: dict) -> bool:
@@ -83,12 +92,12 @@ def _quality(fig, series):
     ax = fig.subplots()
     pts = series["points"]
     x, y = _vals(pts, "auc")
-    (auc,) = ax.plot(x, y, marker=".", ms=3, color="#1f77b4", gid="auc")
+    (auc,) = ax.plot(x, y, color="#1f77b4", gid="auc", **_marker(pts))
     ax.set_ylabel("AUC")
     ax2 = ax.twinx()
     ax2.grid(False)
     x, y = _vals(pts, "logloss")
-    (ll,) = ax2.plot(x, y, marker=".", ms=3, color="#ff7f0e", gid="logloss")
+    (ll,) = ax2.plot(x, y, color="#ff7f0e", gid="logloss", **_marker(pts))
     ax2.set_ylabel("logloss")
     _finish(fig, ax, series, [auc, ll], ["AUC", "logloss"])
     return "; ".join([_last(pts, "auc", ".4f"), _last(pts, "logloss", ".4f")])
@@ -98,15 +107,15 @@ def _table(fig, series):
     ax = fig.subplots()
     pts = series["points"]
     x, y = _vals(pts, "table_rows")
-    (rows,) = ax.plot(x, y, color="#2ca02c", marker=".", ms=3, gid="table_rows")
+    (rows,) = ax.plot(x, y, color="#2ca02c", gid="table_rows", **_marker(pts))
     ax.set_ylabel("table rows")
     ax2 = ax.twinx()
     ax2.grid(False)
-    lw = _bar_width(series)
-    xa, ya = _vals(pts, "ids_admitted")
-    adm = ax2.vlines(xa, 0, ya, lw=lw, color="#17becf", alpha=0.7, gid="ids_admitted")
-    xe, ye = _vals(pts, "rows_evicted")
-    ev = ax2.vlines(xe, 0, [-v for v in ye], lw=lw, color="#9467bd", alpha=0.7, gid="rows_evicted")
+    edges, adm_v = _hourly(series, pts, lambda p: p.get("ids_admitted"))
+    adm = ax2.stairs(adm_v, edges, fill=True, color="#17becf", alpha=0.6, gid="ids_admitted")
+    evicted = lambda p: None if p.get("rows_evicted") is None else -p["rows_evicted"]  # noqa: E731
+    edges, ev_v = _hourly(series, pts, evicted)
+    ev = ax2.stairs(ev_v, edges, fill=True, color="#9467bd", alpha=0.6, gid="rows_evicted")
     ax2.axhline(0, color="#555", lw=0.5)
     ax2.set_ylabel("admitted (+) / evicted (−) per hour")
     _finish(fig, ax, series, [rows, adm, ev], ["table rows", "ids admitted", "rows evicted"])
@@ -118,7 +127,7 @@ def _throughput(fig, series):
     ax = fig.subplots()
     pts = series["points"]
     x, y = _vals(pts, "rows_per_s")
-    (line,) = ax.plot(x, y, marker=".", ms=3, color="#8c564b", gid="rows_per_s")
+    (line,) = ax.plot(x, y, color="#8c564b", gid="rows_per_s", **_marker(pts))
     ax.set_ylabel("examples / s")
     ax.set_ylim(bottom=0)
     _finish(fig, ax, series, [line], ["examples/s"])
@@ -128,15 +137,14 @@ def _throughput(fig, series):
 def _size(fig, series):
     ax = fig.subplots()
     pts = series["points"]
-    lw = _bar_width(series)
     handles, labels = [], []
     positive = [p["bytes"] for p in pts if p.get("bytes")]
     floor = min(positive) / 2 if positive else 0
     for kind, color in (("full", "#1f77b4"), ("delta", "#aec7e8")):
         sel = [p for p in pts if p["kind"] == kind and p.get("bytes")]
         if sel:
-            handles.append(ax.vlines([_when(p["hour"]) for p in sel], floor,
-                                     [p["bytes"] for p in sel], lw=lw, color=color,
+            edges, vals = _hourly(series, sel, lambda p: p["bytes"], fill=floor)
+            handles.append(ax.stairs(vals, edges, baseline=floor, fill=True, color=color,
                                      gid=f"bytes_{kind}"))
             labels.append(f"{kind} ({len(sel)})")
     if positive:
