@@ -172,6 +172,16 @@ def run_states(home: Path, dag_id: str) -> dict[str, str]:
         con.close()
 
 
+def active_backfills(home: Path, dag_id: str) -> int:
+    """Number of backfills of ``dag_id`` not marked complete yet."""
+    con = sqlite3.connect(f"file:{home / 'airflow.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute("SELECT count(*) FROM backfill WHERE dag_id = ? AND completed_at IS NULL",
+                           (dag_id,)).fetchone()[0]
+    finally:
+        con.close()
+
+
 def task_states(home: Path, dag_id: str) -> list[tuple[str, str, str]]:
     """``(run_id, task_id, state)`` of a DAG's task instances (for failure reports)."""
     db = home / "airflow.db"

@@ -89,6 +89,9 @@ def backfill(home: Path, dag_id: str, first: int, last: int, conf: dict | None,
             return True
         if "No runs to create" in text or "NoBackfillRunsToCreate" in text:
             return False
+        if "AlreadyRunningBackfill" in text or "Another backfill is running" in text:
+            _say("a backfill of this DAG is still active (e.g. an interrupted demo): waiting on it")
+            return True
         if ("Could not find dag" not in text and "DagNotFound" not in text) \
                 or time.monotonic() > deadline:
             raise RuntimeError(f"airflow backfill create failed:\n{text.strip()[-3000:]}")
@@ -117,6 +120,22 @@ def wait_runs(running, dag_id: str, hours: list[int], timeout: float) -> dict[in
         if time.monotonic() > deadline:
             raise TimeoutError(f"runs not finished after {timeout:.0f} s: {mine}")
         time.sleep(5)
+
+
+def wait_backfills_complete(running, dag_id: str, timeout: float = 180.0) -> None:
+    """Wait until the scheduler has marked this DAG's backfills complete.
+
+    The scheduler does so in a periodic loop after the last run finishes; stopping it before that
+    leaves an "active" backfill that makes the next ``backfill create`` fail.
+    """
+    from streamtrain_airflow.airflow_home import active_backfills
+
+    deadline = time.monotonic() + timeout
+    while active_backfills(running.home, dag_id):
+        running.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the backfill of {dag_id} was not marked complete in {timeout:.0f} s")
+        time.sleep(2)
 
 
 def table(cfg, hours: list[int]) -> str:
@@ -194,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         airflow_cli(home, "dags", "unpause", dag_id)
         try:
             states = wait_runs(running, dag_id, hours, args.timeout)
+            wait_backfills_complete(running, dag_id)
         finally:
             airflow_cli(home, "dags", "pause", dag_id, check=False)
         print()

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ledger, streamtrain
 from streamtrain_airflow.airflow_home import start_airflow, stop_airflow, task_states, wait_http
-from streamtrain_airflow.demo import airflow_cli, backfill, wait_runs
+from streamtrain_airflow.demo import airflow_cli, backfill, wait_backfills_complete, wait_runs
 from streamtrain_airflow.hours import parse_hour
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,7 @@ def test_backfill_with_a_gap_trains_in_order(af):
         assert {t: s for (r, t), s in tis.items() if "T01:00:00" in r} == {
             "wait_for_partition": "skipped", "train": "skipped", "choose_save": "skipped",
             "save_full": "skipped", "save_delta": "skipped", "publish": "skipped"}
+        wait_backfills_complete(running, af.dag_id)
         # a second backfill over the same hours has nothing to do (reprocess failed only)
         assert backfill(af.home, af.dag_id, hours[0], hours[-1], None) is False
     finally:

@@ -286,6 +286,14 @@ def test_discover_models_lists_broken_configs_with_their_error(tmp_path):
         assert a.dag_id == "streamtrain_a"
 
 
+def test_pruned_versions_leave_the_chain(tmp_path):
+    events = make_store(tmp_path, "m", 4)
+    with open(tmp_path / "ledger.jsonl", "a") as f:
+        f.write('{"seq": %d, "event": "prune", "versions": ["v000001", "v000002"]}\n'
+                % (events[-1]["seq"] + 1))
+    assert [v.version for v in data.read_chain(tmp_path).versions] == ["v000003", "v000004"]
+
+
 def test_torn_last_ledger_line_is_ignored_and_a_corrupt_one_named(tmp_path):
     make_store(tmp_path, "m", 3)
     with open(tmp_path / "ledger.jsonl", "a") as f:

@@ -194,7 +194,8 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
     """Parse ``model_dir/ledger.jsonl`` (cached until the file changes).
 
     ``commit`` appends a version, ``rollback`` removes the named version from the live chain,
-    ``missing`` records a skipped hour; other events are ignored. A model that has not committed
+    ``prune`` removes the listed versions (their folders are deleted), ``missing`` records a
+    skipped hour; other events are ignored. A model that has not committed
     anything yet (no ledger) is an empty chain. A line that is not JSON raises
     :class:`StoreReadError` naming the file and line, except a torn last line (a writer mid-append).
     """
@@ -238,6 +239,9 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
                     if versions[i].version == name:
                         rolled_back.append(versions.pop(i))
                         break
+            elif kind == "prune":  # versions no load needs any more: their folders are gone
+                gone = set(ev.get("versions") or ())
+                versions = [v for v in versions if v.version not in gone]
     chain = Chain(str(model_dir), versions, missing, rolled_back, stamp)
     with _lock:
         _chain_cache[key] = chain
