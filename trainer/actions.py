@@ -45,38 +45,35 @@ def publish(cfg: ModelConfig, hour: int) -> dict:
     raise store.StoreError(f"{version} was published but is not in the donefile")
 
 
-def version_rows(cfg: ModelConfig) -> list[dict]:
-    """One summary dict per committed version of the head's lineage and the rest, oldest first."""
-    rows = []
-    for version in store.read_state(store.StoreLayout(cfg.model_dir)).versions.values():
-        meta = store.read_version_meta(cfg.model_dir, version.version)
-        metrics = meta.get("metrics", {})
-        rows.append({
-            "version": version.version, "kind": version.kind, "hour": version.hour_str,
-            "parent": version.parent, "rows": metrics.get("rows"),
-            "table_rows": metrics.get("table_rows"), "bytes": meta.get("bytes"),
-            "auc": metrics.get("auc"), "logloss": metrics.get("logloss"),
-            "seconds": metrics.get("seconds", {}),
-        })
-    return rows
-
-
 def chain_command(cfg: ModelConfig, verify: bool = False, as_json: bool = False) -> int:
     """Print the versions; with `verify` re-check every file and link (exit 1 if broken)."""
-    rows = version_rows(cfg)
-    if as_json:
-        print(json.dumps(rows, indent=1))
-    else:
-        print(f"{'version':9} {'kind':5} {'hour':13} {'rows':>8} {'table':>9} {'bytes':>11} auc")
-        for r in rows:
-            auc = f"{r['auc']:.4f}" if isinstance(r["auc"], float) else "-"
-            print(f"{r['version']:9} {r['kind']:5} {r['hour']:13} {r['rows'] or 0:>8} "
-                  f"{r['table_rows'] or 0:>9} {r['bytes'] or 0:>11} {auc}")
+    from trainer.store.verify import format_versions, list_versions, verify_store
+
+    rows = list_versions(cfg.model_dir)
+    print(json.dumps(rows, indent=1) if as_json else format_versions(rows))
     if verify:
         try:
-            chain = store.load_chain(cfg.model_dir, num_shards=cfg.table_num_shards, verify=True)
+            summary = verify_store(cfg.model_dir)
+            store.load_chain(cfg.model_dir, num_shards=cfg.table_num_shards)
         except store.ChainError as err:
             print(f"streamtrain: error: chain verification failed: {err}")
             return 1
-        print(f"chain verified: base {chain.base}, head {chain.head}, {len(chain)} version(s)")
+        print(f"chain verified: {summary['versions']} version(s), head {summary['head']}, "
+              f"{summary['missing']} missing hour(s), {summary['bytes']:,} bytes")
     return 0
+
+
+def predict(cfg: ModelConfig, version: str, input_path: str, output_path: str) -> str:
+    """Score a Parquet file of the input schema with a committed version ("head" = newest)."""
+    from trainer.store.predict import predict as score
+
+    summary = score(cfg, None if version == "head" else version, input_path, output_path)
+    return json.dumps(summary)
+
+
+def prune(cfg: ModelConfig, keep_bases: int | None = None) -> str:
+    """Remove versions older than the newest `keep_bases` bases that no load needs."""
+    from trainer.store.prune import prune as remove
+
+    removed = remove(cfg.model_dir, keep_bases or cfg.save.keep_bases)
+    return f"pruned {len(removed)} version(s)" + (f": {', '.join(removed)}" if removed else "")

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 
 from trainer.hours import hour_index
-
-
-class CommandError(RuntimeError):
-    """A command cannot do what was asked; the message is the one-line reason."""
 
 
 def _hour(text: str) -> int:
@@ -83,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("streamtrain: error: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, OSError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - every failure: one line first, exit non-zero
         print(f"streamtrain: error: {err}", file=sys.stderr)
+        if os.environ.get("STREAMTRAIN_TRACEBACK"):
+            traceback.print_exc()
         return 1
 
 

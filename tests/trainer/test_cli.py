@@ -1,0 +1,80 @@
+"""The ``streamtrain`` command line: every command, one-line errors, and a day of the chain."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from support import streamtrain
+from trainer import store
+from trainer.config import load_config
+from trainer.gendata import generate_hours
+from trainer.hours import hour_index, hour_str, partition_relpath
+
+H0 = hour_index("2026-11-26T22")
+
+
+def test_help_lists_every_command():
+    proc = streamtrain("--help")
+    assert proc.returncode == 0
+    for command in ("gen-data", "train", "save", "mark-missing", "publish", "run-hour", "chain",
+                    "predict", "prune", "demo"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["chain", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read config"),
+    (["save", "--config", "examples/demo.toml", "--hour", "2026-13-01T00"], "2026-13-01T00"),
+])
+def test_failures_exit_non_zero_with_a_one_line_reason(args, reason):
+    proc = streamtrain(*args)
+    assert proc.returncode != 0
+    assert reason in proc.stderr.splitlines()[-1]
+
+
+def test_save_without_a_staged_version_names_the_hour(model_config):
+    path = model_config()
+    proc = streamtrain("save", "--config", str(path), "--hour", hour_str(H0))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("streamtrain: error: hour 2026-11-26T22: nothing staged")
+
+
+@pytest.mark.slow
+def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_path):
+    """22:00 full (first), 23:00 delta, missing 00:00 recorded, 01:00 ... and the next day's
+    00:00 full after the day boundary evicts rows unseen for more than 2 days."""
+    path = model_config(servers=2, workers=1)
+    cfg = load_config(path)
+    generate_hours(cfg, cfg.data_root, H0, 2, 3000, seed=3)
+    late = hour_index("2026-11-30T00")  # 3 days after 23:00: unseen days 3 > 2, evicted
+    generate_hours(cfg, cfg.data_root, late, 1, 3000, seed=4)
+    kinds = []
+    for h in (H0, H0 + 1, late):
+        proc = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(h))
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(next(l for l in proc.stdout.splitlines() if "] result " in l)
+                            .split("] result ", 1)[1])
+        kinds.append((result["kind"], result["rows_evicted"]))
+    missing = streamtrain("mark-missing", "--config", str(path), "--hour", hour_str(H0 + 2))
+    assert missing.returncode == 0 and "recorded as missing" in missing.stdout
+    assert kinds[0] == ("full", 0) and kinds[1] == ("delta", 0)
+    assert kinds[2][0] == "full" and kinds[2][1] > 0
+
+    chain = store.load_chain(cfg.model_dir, verify=True)
+    assert [v.kind for v in chain.versions] == ["full"]  # a full base starts the chain anew
+    listing = streamtrain("chain", "--config", str(path), "--verify", "--json")
+    assert listing.returncode == 0
+    assert [r["kind"] for r in json.loads(listing.stdout.split("\nchain verified")[0])] == \
+        ["full", "delta", "full"]
+    assert len(store.read_state(store.StoreLayout(cfg.model_dir)).missing) == 1
+
+    sample = f"{cfg.data_root}/{partition_relpath(late)}/part-00000.parquet"
+    out = tmp_path / "pred.parquet"
+    proc = streamtrain("predict", "--config", str(path), "--input", sample, "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    scored = pq.read_table(out)
+    assert scored.num_rows == pq.read_metadata(sample).num_rows
+    preds = scored.column("pred").to_numpy()
+    assert ((preds > 0) & (preds < 1)).all()
+
+    published = [json.loads(l) for l in open(f"{cfg.model_dir}/donefile")]
+    assert [p["version"] for p in published] == ["v000001", "v000002", "v000003"]
