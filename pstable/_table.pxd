@@ -13,7 +13,9 @@ Row layout, ``stride`` bytes (a multiple of 8), at ``chunks[i >> CHUNK_SHIFT] + 
     float32_t opt_state[k]         optimizer state, k = config.opt_state_width(rule, dim)
     padding to a multiple of 8
 
-A pending entry (feature seen but not yet admitted) is a bare ``RowHeader`` (stride 32) in its own
+Chunks are carved from blocks of 1..16 chunks (at most 1/8 of the slab, so unused capacity stays
+small); blocks of 2 MiB or more are 2 MiB aligned and advised as transparent huge pages (random
+row access is TLB-bound otherwise). A pending entry (feature seen but not yet admitted) is a bare ``RowHeader`` (stride 32) in its own
 slab and index, with the same code.
 """
 
@@ -39,6 +41,12 @@ cdef struct Slab:
     uint64_t cap_chunks         # length of the chunks pointer array
     uint64_t size               # rows in use (dense: 0 .. size-1)
     uint64_t stride             # bytes per row, a multiple of 8
+    char** blocks               # allocations the chunks are carved from (2 MiB aligned, huge pages)
+    uint64_t* block_chunks      # chunks in each block (1, growing to 16 as the slab grows)
+    uint64_t n_blocks           # blocks allocated
+    uint64_t cap_blocks         # length of the blocks / block_chunks arrays
+    uint64_t spare              # chunks of the last block not handed out yet
+    uint64_t alloc_bytes        # bytes of all blocks
 
 
 cdef struct Index:

@@ -42,6 +42,20 @@ cdef extern from *:
     #else
     #define PST_CHECK(cond) ((void)0)
     #endif
+    #include <stdlib.h>
+    #include <sys/mman.h>
+    /* 2 MiB aligned and advised as transparent huge pages when that big; free() releases it */
+    static inline void *pst_big_alloc(size_t bytes) {
+        void *p = NULL;
+        if (bytes >= ((size_t)2 << 20)) {
+            if (posix_memalign(&p, (size_t)2 << 20, bytes) != 0) return NULL;
+    #ifdef MADV_HUGEPAGE
+            madvise(p, bytes, MADV_HUGEPAGE);
+    #endif
+            return p;
+        }
+        return malloc(bytes);
+    }
     static inline void pst_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
     static inline void pst_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
     /* splitmix64 finaliser */
@@ -64,6 +78,7 @@ cdef extern from *:
     void pst_prefetch_w(const void *p) noexcept nogil
     uint64_t pst_mix64(uint64_t z) noexcept nogil
     void PST_CHECK(bint cond) noexcept nogil
+    void* pst_big_alloc(size_t bytes) noexcept nogil
 
 cdef enum:
     GROUP = 16                 # keys per pipeline stage
@@ -155,9 +170,12 @@ cdef char* slab_append(Slab* s, uint64_t* oom) noexcept nogil:
     """Room for one more row at index s.size (s.size is bumped); NULL on allocation failure."""
     cdef uint64_t i = s.size
     cdef uint64_t c = i >> PST_CHUNK_SHIFT
-    cdef uint64_t ncap
+    cdef uint64_t ncap, nb, nbytes
+    cdef uint64_t chunk_bytes = PST_CHUNK_ROWS * s.stride
     cdef char** nchunks
-    cdef char* chunk
+    cdef char** nblocks
+    cdef uint64_t* nbc
+    cdef char* block
     if i >= <uint64_t>PST_EMPTY:
         oom[0] = 0xFFFFFFFF
         return NULL
@@ -170,34 +188,70 @@ cdef char* slab_append(Slab* s, uint64_t* oom) noexcept nogil:
                 return NULL
             s.chunks = nchunks
             s.cap_chunks = ncap
-        chunk = <char*>malloc(PST_CHUNK_ROWS * s.stride)
-        if chunk == NULL:
-            oom[0] = PST_CHUNK_ROWS * s.stride
-            return NULL
-        s.chunks[s.n_chunks] = chunk
+        if s.spare == 0:
+            if s.n_blocks == s.cap_blocks:
+                ncap = s.cap_blocks * 2 if s.cap_blocks else 8
+                nblocks = <char**>realloc(s.blocks, ncap * sizeof(char*))
+                if nblocks == NULL:
+                    oom[0] = ncap * sizeof(char*)
+                    return NULL
+                s.blocks = nblocks
+                nbc = <uint64_t*>realloc(s.block_chunks, ncap * sizeof(uint64_t))
+                if nbc == NULL:
+                    oom[0] = ncap * sizeof(uint64_t)
+                    return NULL
+                s.block_chunks = nbc
+                s.cap_blocks = ncap
+            nb = s.n_chunks // 8
+            nb = 1 if nb < 1 else (16 if nb > 16 else nb)
+            nbytes = nb * chunk_bytes
+            block = <char*>pst_big_alloc(nbytes)
+            if block == NULL:
+                oom[0] = nbytes
+                return NULL
+            s.blocks[s.n_blocks] = block
+            s.block_chunks[s.n_blocks] = nb
+            s.n_blocks += 1
+            s.spare = nb
+            s.alloc_bytes += nbytes
+        nb = s.block_chunks[s.n_blocks - 1]
+        s.chunks[s.n_chunks] = s.blocks[s.n_blocks - 1] + (nb - s.spare) * chunk_bytes
+        s.spare -= 1
         s.n_chunks += 1
     s.size += 1
     return slab_at(s, i)
 
 
 cdef void slab_trim(Slab* s) noexcept nogil:
-    """Free chunks no row uses any more."""
+    """Give back chunks no row uses any more (whole trailing blocks are freed)."""
     cdef uint64_t need = (s.size + PST_CHUNK_ROWS - 1) >> PST_CHUNK_SHIFT
-    while s.n_chunks > need:
-        s.n_chunks -= 1
-        free(s.chunks[s.n_chunks])
-        s.chunks[s.n_chunks] = NULL
+    cdef uint64_t used_last
+    while s.n_blocks > 0:
+        used_last = s.block_chunks[s.n_blocks - 1] - s.spare
+        if s.n_chunks - used_last < need:
+            break
+        s.n_chunks -= used_last
+        s.n_blocks -= 1
+        s.alloc_bytes -= s.block_chunks[s.n_blocks] * PST_CHUNK_ROWS * s.stride
+        free(s.blocks[s.n_blocks])
+        s.spare = 0
+    if s.n_chunks > need:
+        s.spare += s.n_chunks - need
+        s.n_chunks = need
 
 
 cdef void slab_free(Slab* s) noexcept nogil:
-    cdef uint64_t c
-    for c in range(s.n_chunks):
-        free(s.chunks[c])
+    cdef uint64_t b
+    for b in range(s.n_blocks):
+        free(s.blocks[b])
+    free(s.blocks)
+    free(s.block_chunks)
     free(s.chunks)
+    s.blocks = NULL
+    s.block_chunks = NULL
     s.chunks = NULL
-    s.n_chunks = 0
-    s.cap_chunks = 0
-    s.size = 0
+    s.n_blocks = s.cap_blocks = s.spare = s.alloc_bytes = 0
+    s.n_chunks = s.cap_chunks = s.size = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +299,7 @@ cdef inline void ix_put(Index* ix, uint64_t pos, uint64_t h, uint32_t idx) noexc
 
 cdef int ix_rebuild(Index* ix, const Slab* s, uint64_t cap, uint64_t* oom) noexcept nogil:
     """Replace the buckets by `cap` fresh ones holding every row of the slab. 0, or -1 on OOM."""
-    cdef uint64_t* nb = <uint64_t*>malloc(cap * sizeof(uint64_t))
+    cdef uint64_t* nb = <uint64_t*>pst_big_alloc(cap * sizeof(uint64_t))
     cdef uint64_t mask = cap - 1
     cdef uint64_t hs[GROUP]
     cdef uint64_t i, j, m, pos, h
@@ -388,8 +442,22 @@ cdef int32_t _check_hour(object hour) except? -1:
 
 
 cdef Py_ssize_t _first_bad(const float* p, Py_ssize_t n, bint nonneg) noexcept nogil:
-    """Index of the first non-finite (or, if nonneg, negative) value, or -1."""
+    """Index of the first non-finite (or, if nonneg, negative) value, or -1.
+
+    A branch-free pass over the bit patterns (vectorised by the compiler) finds whether there is
+    one; only then a second pass finds where. -0.0 counts as non-negative.
+    """
+    cdef const uint32_t* b = <const uint32_t*>p
+    cdef uint32_t acc = 0
     cdef Py_ssize_t i
+    if nonneg:
+        for i in range(n):
+            acc |= ((b[i] & 0x7F800000u) == 0x7F800000u) | (b[i] > 0x80000000u)
+    else:
+        for i in range(n):
+            acc |= (b[i] & 0x7F800000u) == 0x7F800000u
+    if not acc:
+        return -1
     for i in range(n):
         if not isfinite(p[i]) or (nonneg and p[i] < 0):
             return i
@@ -501,8 +569,8 @@ cdef class SparseTable:
     def memory_bytes(self):
         """Bytes allocated by this table: row chunks, indexes, push scratch, tombstones."""
         cdef uint64_t total = 0
-        total += self.rows.n_chunks * PST_CHUNK_ROWS * self.rows.stride + self.rows.cap_chunks * 8
-        total += self.pend.n_chunks * PST_CHUNK_ROWS * self.pend.stride + self.pend.cap_chunks * 8
+        total += self.rows.alloc_bytes + self.rows.cap_chunks * 8 + self.rows.cap_blocks * 16
+        total += self.pend.alloc_bytes + self.pend.cap_chunks * 8 + self.pend.cap_blocks * 16
         total += (self.rows_ix.mask + 1) * 8 + (self.pend_ix.mask + 1) * 8
         total += self.scratch_bytes
         for a in self.tomb_keys:
@@ -514,9 +582,9 @@ cdef class SparseTable:
     def memory_breakdown(self):
         """dict of allocated bytes: rows, rows_index, pending, pending_index, scratch, tombstones."""
         return dict(
-            rows=int(self.rows.n_chunks * PST_CHUNK_ROWS * self.rows.stride + self.rows.cap_chunks * 8),
+            rows=int(self.rows.alloc_bytes + self.rows.cap_chunks * 8 + self.rows.cap_blocks * 16),
             rows_index=int((self.rows_ix.mask + 1) * 8),
-            pending=int(self.pend.n_chunks * PST_CHUNK_ROWS * self.pend.stride + self.pend.cap_chunks * 8),
+            pending=int(self.pend.alloc_bytes + self.pend.cap_chunks * 8 + self.pend.cap_blocks * 16),
             pending_index=int((self.pend_ix.mask + 1) * 8),
             scratch=int(self.scratch_bytes),
             tombstones=int(sum(a.nbytes for a in self.tomb_keys) + sum(a.nbytes for a in self.tomb_slots)),
