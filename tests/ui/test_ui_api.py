@@ -301,7 +301,7 @@ def test_torn_last_ledger_line_is_ignored_and_a_corrupt_one_named(tmp_path):
     assert [v.version for v in data.read_chain(tmp_path).versions] == ["v000001", "v000002", "v000003"]
     lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
     (tmp_path / "ledger.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:3]]) + "\n")
-    with pytest.raises(data.StoreReadError, match=r"ledger.jsonl:2"):
+    with pytest.raises(data.StoreReadError, match=r"ledger.jsonl: line 2 is not JSON"):
         data.read_chain(tmp_path)
 
 

@@ -8,7 +8,7 @@ Everything here is cached on file identity (size, mtime): the ledger is re-read 
 grows, and a version's ``meta.json`` is read once (versions are immutable), so a page over a
 chain of thousands of versions reads the ledger plus the few ``meta.json`` it shows.
 
-When ``trainer.store`` grows a public reader, :func:`read_chain` is the one place to switch.
+The ledger is replayed by ``trainer.store`` (the one implementation of its rules).
 
 >>> import json, pathlib, tempfile
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -69,31 +69,11 @@ def default_config_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "examples"
 
 
-def _load_config(path: Path):
-    """``trainer.config.load_config`` -> (name, model_dir). The import is done here, lazily, so
-    the plugin loads even while the training side is half-installed; in that case only ``name``
-    and ``model_dir`` are read (no validation) and said so."""
-    try:
-        from trainer.config import load_config
-    except ImportError:  # e.g. the pstable extension is not built in this environment
-        return _read_name_and_model_dir(path)
+def _load_config(path: Path) -> tuple[str, str]:
+    from trainer.config import load_config
+
     cfg = load_config(path)
     return cfg.name, cfg.model_dir
-
-
-def _read_name_and_model_dir(path: Path) -> tuple[str, str]:
-    if path.suffix == ".toml":
-        import tomllib
-        raw = tomllib.loads(path.read_text())
-    else:
-        import yaml
-        raw = yaml.safe_load(path.read_text())
-    name, model_dir = raw.get("name"), raw.get("model_dir")
-    if not isinstance(name, str) or not isinstance(model_dir, str):
-        raise ValueError(f"{path}: name and model_dir must be strings")
-    if "://" not in model_dir and not os.path.isabs(model_dir):
-        model_dir = str((path.parent / model_dir).resolve())
-    return name, model_dir
 
 
 def discover_models(config_dir: Path | None = None) -> list[ModelRef]:
@@ -191,14 +171,14 @@ _META_CACHE_SIZE = 50_000
 
 
 def read_chain(model_dir: str | os.PathLike) -> Chain:
-    """Parse ``model_dir/ledger.jsonl`` (cached until the file changes).
+    """The model's chain as the store's ledger replay sees it (cached until the ledger changes).
 
-    ``commit`` appends a version, ``rollback`` removes the named version from the live chain,
-    ``prune`` removes the listed versions (their folders are deleted), ``missing`` records a
-    skipped hour; other events are ignored. A model that has not committed
-    anything yet (no ledger) is an empty chain. A line that is not JSON raises
-    :class:`StoreReadError` naming the file and line, except a torn last line (a writer mid-append).
+    Live versions in training order (rolled-back and pruned ones left out), rolled-back
+    versions, and missing hours. A model that has not committed anything yet is an empty chain;
+    a damaged ledger raises :class:`StoreReadError` naming the file and the problem.
     """
+    from trainer import store
+
     ledger = Path(model_dir) / "ledger.jsonl"
     stamp = _file_stamp(ledger)
     key = str(ledger)
@@ -207,42 +187,23 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
         if hit is not None and hit.stamp == stamp:
             _chain_cache.move_to_end(key)
             return hit
-    versions: list[Version] = []
-    missing: list[Missing] = []
-    rolled_back: list[Version] = []
-    if stamp[0] is not None:
-        with open(ledger, "rb") as f:
-            lines = f.read().split(b"\n")
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                if lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1]):
-                    break  # torn tail: not committed yet
-                raise StoreReadError(f"{ledger}:{lineno}: not a JSON line") from None
-            kind = ev.get("event")
-            if kind == "commit":
-                versions.append(Version(
-                    seq=int(ev.get("seq", lineno)), version=str(ev["version"]),
-                    kind=str(ev.get("kind", "?")), hour=int(ev["hour"]), hour_str=_hs(ev),
-                    parent=ev.get("parent"), committed_at=str(ev.get("committed_at", "")),
-                    event=ev))
-            elif kind == "missing":
-                missing.append(Missing(seq=int(ev.get("seq", lineno)), hour=int(ev["hour"]),
-                                       hour_str=_hs(ev), reason=str(ev.get("reason", "")),
-                                       event=ev))
-            elif kind == "rollback":
-                name = ev.get("version")
-                for i in range(len(versions) - 1, -1, -1):
-                    if versions[i].version == name:
-                        rolled_back.append(versions.pop(i))
-                        break
-            elif kind == "prune":  # versions no load needs any more: their folders are gone
-                gone = set(ev.get("versions") or ())
-                versions = [v for v in versions if v.version not in gone]
-    chain = Chain(str(model_dir), versions, missing, rolled_back, stamp)
+    try:
+        state = store.read_state(store.StoreLayout(model_dir))
+    except store.StoreError as err:
+        raise StoreReadError(str(err)) from None
+    commits = {ev["version"]: ev for ev in state.events if ev.get("event") == "commit"}
+
+    def version(name: str) -> Version:
+        ev = commits[name]
+        return Version(seq=int(ev["seq"]), version=name, kind=str(ev.get("kind", "?")),
+                       hour=int(ev["hour"]), hour_str=_hs(ev), parent=ev.get("parent"),
+                       committed_at=str(ev.get("committed_at", "")), event=ev)
+
+    chain = Chain(
+        str(model_dir), [version(v) for v in state.versions],
+        [Missing(seq=int(ev["seq"]), hour=int(ev["hour"]), hour_str=_hs(ev),
+                 reason=str(ev.get("reason", "")), event=ev) for ev in state.missing],
+        [version(v) for v in state.rolled_back], stamp)
     with _lock:
         _chain_cache[key] = chain
         _chain_cache.move_to_end(key)
