@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train one hour (run under mpiexec); stages the new version")
     p.add_argument("--hour", type=_hour, required=True)
     p.add_argument("--force", action="store_true", help="retrain the hour if it is the head")
+    p.add_argument("--run-info", type=json.loads, default=None,
+                   help="JSON object recorded in the version's meta.json (who ran it)")
 
     p = command("save", "commit the staged version of an hour")
     p.add_argument("--hour", type=_hour, required=True)
@@ -117,7 +119,7 @@ def _gen_data(cfg, args) -> int:
 
 def _train(cfg, args) -> int:
     from trainer.job import run_train
-    return run_train(cfg, args.hour, force=args.force)
+    return run_train(cfg, args.hour, force=args.force, run_info=args.run_info)
 
 
 def _save(cfg, args) -> int:

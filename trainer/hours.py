@@ -94,6 +94,26 @@ def _check_index(h) -> int:
     return h
 
 
+def hour_start(h: int) -> _dt.datetime:
+    """The UTC datetime at which hour index ``h`` starts.
+
+    >>> hour_start(25).isoformat()
+    '1970-01-02T01:00:00+00:00'
+    """
+    return _EPOCH + _dt.timedelta(hours=_check_index(h))
+
+
+def hour_of_datetime(when: _dt.datetime) -> int:
+    """Hour index of the hour containing the time-zone-aware datetime ``when``.
+
+    >>> hour_of_datetime(_dt.datetime(1970, 1, 2, 1, 59, tzinfo=_dt.timezone.utc))
+    25
+    """
+    if when.tzinfo is None:
+        raise ValueError(f"datetime {when!r} has no time zone")
+    return int((when - _EPOCH).total_seconds() // 3600)
+
+
 def hour_str(h: int) -> str:
     """Spell hour index ``h`` as ``YYYY-MM-DDTHH`` (UTC).
 

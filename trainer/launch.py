@@ -4,15 +4,15 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from trainer.config import ConfigError, ModelConfig
 from trainer.hours import hour_str
+from trainer.process import run_streaming
 
 
 def mpiexec_path(cfg: ModelConfig) -> str:
@@ -32,7 +32,8 @@ def mpiexec_path(cfg: ModelConfig) -> str:
     return found
 
 
-def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False) -> list[str]:
+def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False,
+                    run_info: dict | None = None) -> list[str]:
     """``mpiexec -n servers+workers python -m trainer train --config C --hour H``.
 
     >>> from trainer.config import load_config
@@ -50,48 +51,17 @@ def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False) -> list[st
     command += [sys.executable, "-m", "trainer", "train", "--config", cfg.path,
                 "--hour", hour_str(hour)]
     if force:
-        command.insert(-4, "--force")
+        command.append("--force")
+    if run_info:  # recorded in the version's meta.json (e.g. which Airflow run made it)
+        command += ["--run-info", json.dumps(run_info, sort_keys=True)]
     return command
-
-
-def run_mpi_job(command: list[str], on_line=print, timeout: float | None = None) -> int:
-    """Run `command` in its own process group, passing each output line to `on_line`.
-
-    On timeout or interrupt the whole group is killed, so no rank is left behind. Returns the
-    exit code.
-    """
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True)
-    try:
-        for line in proc.stdout:
-            on_line(line.rstrip("\n"))
-        return proc.wait(timeout=timeout)
-    except BaseException:
-        kill_group(proc)
-        raise
-
-
-def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group of `proc`, then SIGKILL it if it is still there after `grace`."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     """Train (under mpiexec), save and publish one hour: ``streamtrain run-hour``."""
     from trainer import actions
 
-    code = run_mpi_job(mpiexec_command(cfg, hour, force), on_line=lambda line: print(line, flush=True))
-    if code != 0:
-        raise RuntimeError(f"training {hour_str(hour)} failed with exit code {code}")
+    run_streaming(mpiexec_command(cfg, hour, force), on_line=lambda line: print(line, flush=True))
     print(actions.save(cfg, hour))  # already committed (the job skipped): a no-op that says so
     print(actions.publish(cfg, hour))
     return 0

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamtrain_airflow.dagconf import REPO
-from streamtrain_airflow.process import kill_group, start_group
+from trainer.process import kill_group, start_group
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from streamtrain_airflow.dagconf import REPO, dag_id_for
-from streamtrain_airflow.hours import hour_datetime, hour_str, parse_hour
+from trainer.hours import hour_index, hour_start, hour_str
 
 DEMO_START = "2026-01-01T00"  # a fixed past hour at full_save_hour 0: full base, then deltas
 DEMO_HOURS = 6
@@ -29,7 +29,7 @@ DEMO_SENSOR = {"sensor_timeout_seconds": 45, "sensor_poke_seconds": 5}
 
 
 def _iso(hour: int) -> str:
-    return hour_datetime(hour).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return hour_start(hour).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def _say(msg: str) -> None:
@@ -90,12 +90,23 @@ def backfill(home: Path, dag_id: str, first: int, last: int, conf: dict | None,
         if "No runs to create" in text or "NoBackfillRunsToCreate" in text:
             return False
         if "AlreadyRunningBackfill" in text or "Another backfill is running" in text:
-            _say("a backfill of this DAG is still active (e.g. an interrupted demo): waiting on it")
-            return True
+            raise RuntimeError(
+                f"a backfill of {dag_id} is still active (an interrupted earlier run?). With "
+                f"depends_on_past its runs may be blocked behind a failed hour: follow "
+                f"'Recovering a failed hour' in docs/airflow.md, or start from scratch by "
+                f"removing the demo's AIRFLOW_HOME and model_dir")
         if ("Could not find dag" not in text and "DagNotFound" not in text) \
                 or time.monotonic() > deadline:
             raise RuntimeError(f"airflow backfill create failed:\n{text.strip()[-3000:]}")
         time.sleep(3)
+
+
+def prepare_backfill(home: Path, dag_id: str, first: int, last: int, conf: dict | None) -> bool:
+    """With Airflow stopped: serialize the DAGs, create the backfill, unpause the DAG."""
+    airflow_cli(home, "dags", "reserialize")
+    created = backfill(home, dag_id, first, last, conf, wait_for_dag=0)
+    airflow_cli(home, "dags", "unpause", dag_id)
+    return created
 
 
 def wait_runs(running, dag_id: str, hours: list[int], timeout: float) -> dict[int, str]:
@@ -109,13 +120,17 @@ def wait_runs(running, dag_id: str, hours: list[int], timeout: float) -> dict[in
         raw = run_states(running.home, dag_id)
         states = {}
         for ld, st in raw.items():
-            h = parse_hour(ld.replace(" ", "T")[:13])
+            h = hour_index(ld.replace(" ", "T")[:13])
             states[h] = st
         mine = {h: states.get(h) for h in hours}
         if mine != last:
             _say("runs: " + "  ".join(f"{hour_str(h)[-5:]}={s or '-'}" for h, s in mine.items()))
             last = mine
         if all(s in ("success", "failed") for s in mine.values()):
+            return mine
+        if any(s == "failed" for s in mine.values()):
+            # later hours now wait on depends_on_past forever: stop and say so (docs/airflow.md,
+            # "Recovering a failed hour")
             return mine
         if time.monotonic() > deadline:
             raise TimeoutError(f"runs not finished after {timeout:.0f} s: {mine}")
@@ -185,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     config = str(Path(args.config).resolve())
     cfg = load_config(config)
     dag_id = dag_id_for(config)
-    start = parse_hour(args.start)
+    start = hour_index(args.start)
     hours = list(range(start, start + args.hours))
     skip = [start + 3] if args.hours >= 5 else []
     home = Path(args.home).resolve()
@@ -200,17 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"airflow: AIRFLOW_HOME={home} (SQLite, LocalExecutor, parallelism 4)")
     airflow_cli(home, "db", "migrate", timeout=600)
 
+    # Backfill runs are created before the scheduler starts: with SQLite, `backfill create` next
+    # to a busy scheduler failed with "database is locked" half-way through.
+    created = prepare_backfill(home, dag_id, hours[0], hours[-1], DEMO_SENSOR)
+    _say("backfill created: airflow backfill create --dag-id %s --from-date %s --to-date %s "
+         "--reprocess-behavior failed --max-active-runs 1" % (dag_id, _iso(hours[0]), _iso(hours[-1]))
+         if created else "backfill: every hour already ran successfully; nothing to create")
     running = start_airflow(home, port)
     code = 1
     try:
         wait_http(f"{running.url}/api/v2/monitor/health", 180, running)
         _say(f"airflow: api-server {running.url}, scheduler and dag-processor up "
              f"(process groups {', '.join(str(p.pid) for p in running.procs.values())})")
-        created = backfill(home, dag_id, hours[0], hours[-1], DEMO_SENSOR)
-        _say("backfill created: airflow backfill create --dag-id %s --from-date %s --to-date %s "
-             "--reprocess-behavior failed --max-active-runs 1" % (dag_id, _iso(hours[0]), _iso(hours[-1]))
-             if created else "backfill: every hour already ran successfully; nothing to create")
-        airflow_cli(home, "dags", "unpause", dag_id)
         try:
             states = wait_runs(running, dag_id, hours, args.timeout)
             wait_backfills_complete(running, dag_id)

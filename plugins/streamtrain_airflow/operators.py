@@ -17,7 +17,9 @@ from typing import Any
 from airflow.sdk import Asset, BaseBranchOperator, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from streamtrain_airflow.hours import data_hour, hour_str
+from trainer.hours import hour_str
+
+from streamtrain_airflow.hours import data_hour
 
 #: Prefix of the job's last line: ``[streamtrain] result {json}``.
 RESULT_PREFIX = "[streamtrain] result "
@@ -50,7 +52,7 @@ class _StreamtrainTask(BaseOperator):
         return cfg, data_hour(context["logical_date"])
 
     def _run(self, argv: list[str]) -> list[str]:
-        from streamtrain_airflow.process import CommandFailed, run_streaming
+        from trainer.process import CommandFailed, run_streaming
 
         self.log.info("running: %s", " ".join(argv))
         try:
@@ -66,7 +68,7 @@ class _StreamtrainTask(BaseOperator):
         self.log.info("process group %d started", proc.pid)
 
     def on_kill(self) -> None:
-        from streamtrain_airflow.process import kill_group
+        from trainer.process import kill_group
 
         proc = self._proc
         if proc is not None:
@@ -87,7 +89,7 @@ class TrainOperator(_StreamtrainTask):
     def execute(self, context) -> dict:
         from trainer.launch import mpiexec_command
 
-        from streamtrain_airflow.store_view import hour_status
+        from streamtrain_airflow.store_view import hour_status, order_problem
 
         cfg, hour = self._setup(context)
         hs = hour_str(hour)
@@ -108,8 +110,11 @@ class TrainOperator(_StreamtrainTask):
                 f"committed yet: their save task must finish before {hs} trains "
                 f"(if that run was abandoned, clear its save task or delete the staging folder)")
 
-        argv = mpiexec_command(cfg, hour)
-        lines = self._run(argv)
+        problem = order_problem(cfg, hour)
+        if problem:
+            raise AirflowException(problem)
+        run_info = {"airflow": {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}}
+        lines = self._run(mpiexec_command(cfg, hour, run_info=run_info))
         result = None
         for line in reversed(lines):
             if line.startswith(RESULT_PREFIX):

@@ -19,7 +19,9 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
-from streamtrain_airflow.hours import data_hour, hour_str
+from trainer.hours import hour_str
+
+from streamtrain_airflow.hours import data_hour
 
 
 class PartitionSensor(BaseSensorOperator):

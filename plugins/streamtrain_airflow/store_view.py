@@ -6,8 +6,9 @@ donefile, so a task can decide cheaply that its hour is already done (CONTRACT Â
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+from trainer.store import StoreError
 
 
 @dataclass(frozen=True)
@@ -47,23 +48,40 @@ def hour_status(cfg, hour: int) -> HourStatus:
     return HourStatus(hour, "absent", head=state.head, staged_hours=staged)
 
 
+def order_problem(cfg, hour: int) -> str:
+    """Why `hour` may not train yet ("" if it may): hours train in order, so the hour before it
+    must be in the chain or recorded missing -- unless the chain is empty (the first hour) or
+    `hour` is older than the head (a late hour, appended on the head by design)."""
+    from trainer.hours import hour_str
+    from trainer.store.ledger import read_state
+
+    state = read_state(_layout(cfg))
+    if state.head is None:
+        return ""
+    head_hour = state.versions[state.head].hour
+    previous = hour - 1
+    if hour <= head_hour or previous in state.by_hour:
+        return ""
+    if any(ev.get("hour") == previous for ev in state.missing):
+        return ""
+    return (f"hour {hour_str(previous)} is neither trained nor recorded missing (the head is "
+            f"{state.head}, hour {hour_str(head_hour)}): hours train in order. Recover "
+            f"{hour_str(previous)} first (clear its run), or record it missing with "
+            f"`streamtrain mark-missing --hour {hour_str(previous)}`")
+
+
 def version_meta(cfg, version: str) -> dict:
     """The ``meta.json`` of a committed version."""
-    path = _layout(cfg).version_dir(version) / "meta.json"
-    return json.loads(path.read_text())
+    from trainer.store import read_version_meta
+
+    return read_version_meta(cfg.model_dir, version)
 
 
 def published_versions(cfg) -> set[str]:
     """Versions listed in the donefile."""
-    path = _layout(cfg).donefile
-    if not path.exists():
-        return set()
-    out = set()
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            out.add(json.loads(line).get("version"))
-    return out
+    from trainer.store import read_donefile
+
+    return {record.get("version") for record in read_donefile(cfg.model_dir)}
 
 
 def chain_rows(cfg) -> list[dict]:
@@ -80,7 +98,7 @@ def chain_rows(cfg) -> list[dict]:
             meta = {}
             try:
                 meta = version_meta(cfg, ev["version"])
-            except (OSError, ValueError):
+            except (OSError, ValueError, StoreError):
                 pass
             rows.append({"hour": ev["hour"], "hour_str": ev.get("hour_str"), "event": "commit",
                          "version": ev["version"], "kind": ev.get("kind"),

@@ -17,51 +17,13 @@ from types import SimpleNamespace
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from airflow_support import REPO
 
 if "airflow" not in sys.modules:  # in-process Airflow must never touch ~/airflow
     _home = tempfile.mkdtemp(prefix="streamtrain-airflow-home-")
     os.environ["AIRFLOW_HOME"] = _home
     os.environ["AIRFLOW_CONFIG"] = os.path.join(_home, "airflow.cfg")
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-
-# a tiny model: 1 server + 1 worker, small network, short sensor timeout
-_EDITS = [
-    (r'^name = "demo"', 'name = "{name}"'),
-    (r"^data_root = .*", 'data_root = "{root}/data"'),
-    (r"^model_dir = .*", 'model_dir = "{root}/model"'),
-    (r"^workers = 2", "workers = 1"),
-    (r"^hidden = \[64, 32\]", "hidden = [8]"),
-    (r"^poke_seconds = 30", "poke_seconds = {poke}"),
-    (r"^timeout_seconds = 7200", "timeout_seconds = {timeout}"),
-]
-
-
-def write_tiny_config(folder: Path, root: Path, name: str = "tiny", timeout: int = 4,
-                      poke: int = 1) -> Path:
-    text = (REPO / "examples" / "demo.toml").read_text()
-    for pattern, repl in _EDITS:
-        text, n = re.subn(pattern, repl.format(name=name, root=root, poke=poke, timeout=timeout),
-                          text, flags=re.M)
-        assert n == 1, f"examples/demo.toml changed: {pattern!r} matched {n} times"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
-def streamtrain(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr or done.stdout
-    return done
-
-
-def ledger(model_dir: Path) -> list[dict]:
-    import json
-
-    path = model_dir / "ledger.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
 
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory) -> Path:

@@ -6,7 +6,7 @@ import datetime as dt
 import pendulum
 import pytest
 
-from conftest import REPO, write_tiny_config
+from airflow_support import REPO, write_tiny_config
 
 
 def _dagbag():
@@ -69,7 +69,9 @@ def test_a_run_trains_the_hour_of_its_logical_date(tmp_path, monkeypatch):
     from airflow.timetables.base import DataInterval, TimeRestriction
     from airflow.timetables.trigger import CronTriggerTimetable
 
-    from streamtrain_airflow.hours import data_hour, hour_str
+    from trainer.hours import hour_str
+
+    from streamtrain_airflow.hours import data_hour
 
     write_tiny_config(tmp_path / "configs", tmp_path)
     monkeypatch.setenv("STREAMTRAIN_CONFIG_DIR", str(tmp_path / "configs"))

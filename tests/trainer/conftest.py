@@ -1,35 +1,22 @@
 """Shared fixtures of the trainer tests: a small column config and a Parquet partition writer."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from trainer.config import ColumnsConfig
 from trainer.hours import partition_relpath
 
-
-@dataclass(frozen=True)
-class ColumnsConfig:
-    """Stand-in with the attributes of ``trainer.config.ColumnsConfig`` (which imports the compiled
-    pstable): these tests only need the column names."""
-
-    label: str = "label"
-    show: str = ""
-    slots: tuple = ()
-    dense: tuple = ()
-    dense_fill: float = 0.0
-    bad_rows: str = "fail"
-    shared_tables: dict = field(default_factory=dict)
 
 HOUR = 498805  # 2026-11-26T13
 
 
 @pytest.fixture
 def make_columns():
-    """`make_columns(**kw)`: a ColumnsConfig stand-in."""
+    """`make_columns(**kw)`: a ColumnsConfig of the model config."""
     return ColumnsConfig
 
 

@@ -31,8 +31,9 @@ from typing import Any, Iterable
 
 from trainer.hours import hour_str as _hour_str
 
+from streamtrain_airflow.dagconf import dag_id_for
+
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
-DAG_ID_PREFIX = "streamtrain_"
 
 #: metric keys of ``meta.json`` ``metrics`` (design.md), in table order.
 METRIC_KEYS = ("auc", "logloss", "pred_ctr", "actual_ctr", "rows", "rows_per_s", "table_rows",
@@ -87,9 +88,9 @@ def discover_models(config_dir: Path | None = None) -> list[ModelRef]:
     for path in paths:
         try:
             name, model_dir = _load_config(path)
-            models.append(ModelRef(name, str(path), model_dir, DAG_ID_PREFIX + name))
+            models.append(ModelRef(name, str(path), model_dir, dag_id_for(path)))
         except Exception as err:  # a broken config is shown, not fatal to the page
-            models.append(ModelRef(path.stem, str(path), "", DAG_ID_PREFIX + path.stem,
+            models.append(ModelRef(path.stem, str(path), "", dag_id_for(path),
                                    error=f"{type(err).__name__}: {err}"))
     models.sort(key=lambda m: m.name)
     return models

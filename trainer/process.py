@@ -1,8 +1,9 @@
 """Run a command in its own process group, stream its lines, kill the whole group.
 
-Used by the train operator (the ``mpiexec`` job: launcher, hydra proxies and every rank live in one
-process group, so one ``killpg`` reaches them all), by the save/publish operators (the
-``streamtrain`` command line) and by the demo (the Airflow processes it starts).
+Used for the ``mpiexec`` job (launcher, hydra proxies and every rank live in one process group, so
+one ``killpg`` reaches them all) by ``streamtrain run-hour`` and the Airflow train operator, for the
+``streamtrain`` command line by the save/publish operators, and for the Airflow processes the demo
+starts.
 """
 from __future__ import annotations
 

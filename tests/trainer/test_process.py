@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streamtrain_airflow.process import CommandFailed, kill_group, run_streaming, start_group
+from trainer.process import CommandFailed, kill_group, run_streaming, start_group
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,46 @@
+"""Helpers of the Airflow tests (fixtures are in ``conftest.py``): tiny model configs and the
+command line. Import as ``from airflow_support import ...``."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from support import REPO, streamtrain as run_streamtrain
+from trainer.store import Ledger
+
+# a tiny model: 1 server + 1 worker, small network, short sensor timeout
+_EDITS = [
+    (r'^name = "demo"', 'name = "{name}"'),
+    (r"^data_root = .*", 'data_root = "{root}/data"'),
+    (r"^model_dir = .*", 'model_dir = "{root}/model"'),
+    (r"^workers = 2", "workers = 1"),
+    (r"^hidden = \[64, 32\]", "hidden = [8]"),
+    (r"^poke_seconds = 30", "poke_seconds = {poke}"),
+    (r"^timeout_seconds = 7200", "timeout_seconds = {timeout}"),
+]
+
+
+def write_tiny_config(folder: Path, root: Path, name: str = "tiny", timeout: int = 4,
+                      poke: int = 1) -> Path:
+    text = (REPO / "examples" / "demo.toml").read_text()
+    for pattern, repl in _EDITS:
+        text, n = re.subn(pattern, repl.format(name=name, root=root, poke=poke, timeout=timeout),
+                          text, flags=re.M)
+        assert n == 1, f"examples/demo.toml changed: {pattern!r} matched {n} times"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def streamtrain(*args: str) -> subprocess.CompletedProcess:
+    """Run the command line; it must succeed."""
+    done = run_streamtrain(*args)
+    assert done.returncode == 0, done.stderr or done.stdout
+    return done
+
+
+def ledger(model_dir: Path) -> list[dict]:
+    """The model's ledger events, oldest first."""
+    return Ledger(model_dir / "ledger.jsonl").read()
