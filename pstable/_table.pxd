@@ -4,6 +4,7 @@
 A row lives in a *slab* (fixed-size chunks of ``CHUNK_ROWS`` rows, so growth never copies rows)
 and is found through an *index* (open addressing, linear probing). A bucket is one ``uint64``:
 high 32 bits = tag (high half of the feature hash), low 32 bits = row id, ``0xFFFFFFFF`` = empty.
+The home bucket is the top log2(capacity) bits of the hash, hence of the tag.
 The empty marker lives in the row-id half, so every 64-bit key value is a valid key.
 
 Row layout, ``stride`` bytes (a multiple of 8), at ``chunks[i >> CHUNK_SHIFT] + (i & CHUNK_MASK) * stride``::
@@ -19,6 +20,7 @@ row access is TLB-bound otherwise). A pending entry (feature seen but not yet ad
 slab and index, with the same code.
 """
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 ctypedef float float32_t        # every stored value
@@ -51,11 +53,15 @@ cdef struct Slab:
 
 cdef struct Index:
     uint64_t* buckets           # (tag << 32) | row id; row id 0xFFFFFFFF = empty
-    uint64_t mask               # capacity - 1 (capacity is a power of two)
+    uint64_t mask               # capacity - 1 (capacity is a power of two, 2^6 .. 2^32)
+    uint64_t shift              # 64 - log2(capacity): home bucket = hash >> shift, so the home of
+                                # an entry is also (tag << 32) >> shift: growth and deletion never
+                                # read rows
     uint64_t size               # occupied buckets (= rows in the slab)
     uint64_t version            # bumped on every insert, erase or rehash (invalidates probe results)
 
 
+@cython.final                           # cdef methods are called directly (and inlined), not via a vtable
 cdef class SparseTable:
     cdef readonly object config         # the TableConfig
     cdef Slab rows                      # admitted rows

@@ -56,6 +56,16 @@ cdef extern from *:
         }
         return malloc(bytes);
     }
+    /* small row copies / sums: restrict lets the compiler vectorise (memcpy is a call) */
+    static inline void pst_copy(float *restrict dst, const float *restrict src, int n) {
+        for (int j = 0; j < n; j++) dst[j] = src[j];
+    }
+    static inline void pst_zero(float *restrict dst, int n) {
+        for (int j = 0; j < n; j++) dst[j] = 0.0f;
+    }
+    static inline void pst_add(float *restrict dst, const float *restrict src, int n) {
+        for (int j = 0; j < n; j++) dst[j] = dst[j] + src[j];
+    }
     static inline void pst_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
     static inline void pst_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
     /* splitmix64 finaliser */
@@ -79,9 +89,13 @@ cdef extern from *:
     uint64_t pst_mix64(uint64_t z) noexcept nogil
     void PST_CHECK(bint cond) noexcept nogil
     void* pst_big_alloc(size_t bytes) noexcept nogil
+    void pst_copy(float* dst, const float* src, int n) noexcept nogil
+    void pst_zero(float* dst, int n) noexcept nogil
+    void pst_add(float* dst, const float* src, int n) noexcept nogil
 
 cdef enum:
-    GROUP = 16                 # keys per pipeline stage
+    GROUP = 16                 # keys per pipeline stage of push and rehash
+    PULL_GROUP = 32            # keys per pipeline stage of pull (measured: longer prefetch distance pays)
     HEADER_BYTES = 28          # sizeof the RowHeader fields (the struct itself pads to 32)
     MIN_BUCKETS = 64
     RULE_SGD = 0
@@ -260,7 +274,7 @@ cdef void slab_free(Slab* s) noexcept nogil:
 
 cdef inline uint32_t ix_candidate(const Index* ix, uint64_t h, uint64_t* pos_out) noexcept nogil:
     """First bucket on h's probe path whose tag matches, or the empty bucket that ends the path."""
-    cdef uint64_t pos = h & ix.mask
+    cdef uint64_t pos = h >> ix.shift
     cdef uint64_t tag = h & PST_HI
     cdef uint64_t b
     while True:
@@ -274,7 +288,7 @@ cdef inline uint32_t ix_candidate(const Index* ix, uint64_t h, uint64_t* pos_out
 cdef inline uint32_t ix_find(const Index* ix, const Slab* s, uint64_t h, uint64_t key,
                              int32_t slot, uint64_t* pos_out) noexcept nogil:
     """Row id of (key, slot), or PST_EMPTY with *pos_out the empty bucket where it would go."""
-    cdef uint64_t pos = h & ix.mask
+    cdef uint64_t pos = h >> ix.shift
     cdef uint64_t tag = h & PST_HI
     cdef uint64_t b
     cdef RowHeader* hdr
@@ -297,10 +311,20 @@ cdef inline void ix_put(Index* ix, uint64_t pos, uint64_t h, uint32_t idx) noexc
     ix.version += 1
 
 
+cdef inline uint64_t shift_for(uint64_t cap) noexcept nogil:
+    cdef uint64_t sh = 64
+    while cap > 1:
+        cap >>= 1
+        sh -= 1
+    return sh
+
+
 cdef int ix_rebuild(Index* ix, const Slab* s, uint64_t cap, uint64_t* oom) noexcept nogil:
-    """Replace the buckets by `cap` fresh ones holding every row of the slab. 0, or -1 on OOM."""
+    """Replace the buckets by `cap` fresh ones holding every row of the slab (rows may have moved).
+    0, or -1 on OOM."""
     cdef uint64_t* nb = <uint64_t*>pst_big_alloc(cap * sizeof(uint64_t))
     cdef uint64_t mask = cap - 1
+    cdef uint64_t shift = shift_for(cap)
     cdef uint64_t hs[GROUP]
     cdef uint64_t i, j, m, pos, h
     cdef RowHeader* hdr
@@ -315,9 +339,9 @@ cdef int ix_rebuild(Index* ix, const Slab* s, uint64_t cap, uint64_t* oom) noexc
             hdr = <RowHeader*>slab_at(s, i + j)
             h = feat_hash(hdr.key, hdr.slot)
             hs[j] = h
-            pst_prefetch_w(&nb[h & mask])
+            pst_prefetch_w(&nb[h >> shift])
         for j in range(m):
-            pos = hs[j] & mask
+            pos = hs[j] >> shift
             while <uint32_t>nb[pos] != PST_EMPTY:
                 pos = (pos + 1) & mask
             nb[pos] = (hs[j] & PST_HI) | <uint32_t>(i + j)
@@ -325,7 +349,35 @@ cdef int ix_rebuild(Index* ix, const Slab* s, uint64_t cap, uint64_t* oom) noexc
     free(ix.buckets)
     ix.buckets = nb
     ix.mask = mask
+    ix.shift = shift
     ix.size = s.size
+    ix.version += 1
+    return 0
+
+
+cdef int ix_grow(Index* ix, uint64_t cap, uint64_t* oom) noexcept nogil:
+    """Rehash into `cap` buckets from the old buckets alone: the home is in the tag, and old
+    buckets in order land almost in order (no row is read, writes are near-sequential)."""
+    cdef uint64_t* nb = <uint64_t*>pst_big_alloc(cap * sizeof(uint64_t))
+    cdef uint64_t mask = cap - 1
+    cdef uint64_t shift = shift_for(cap)
+    cdef uint64_t j, b, pos
+    if nb == NULL:
+        oom[0] = cap * sizeof(uint64_t)
+        return -1
+    memset(nb, 0xFF, cap * sizeof(uint64_t))
+    for j in range(ix.mask + 1):
+        b = ix.buckets[j]
+        if <uint32_t>b == PST_EMPTY:
+            continue
+        pos = (b & PST_HI) >> shift
+        while <uint32_t>nb[pos] != PST_EMPTY:
+            pos = (pos + 1) & mask
+        nb[pos] = b
+    free(ix.buckets)
+    ix.buckets = nb
+    ix.mask = mask
+    ix.shift = shift
     ix.version += 1
     return 0
 
@@ -338,9 +390,9 @@ cdef inline uint64_t ix_capacity_for(uint64_t n) noexcept nogil:
     return cap
 
 
-cdef inline int ix_room_for_one(Index* ix, const Slab* s, uint64_t* oom) noexcept nogil:
+cdef inline int ix_room_for_one(Index* ix, uint64_t* oom) noexcept nogil:
     if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-        return ix_rebuild(ix, s, (ix.mask + 1) * 2, oom)
+        return ix_grow(ix, (ix.mask + 1) * 2, oom)
     return 0
 
 
@@ -348,15 +400,13 @@ cdef void ix_erase(Index* ix, const Slab* s, uint64_t pos) noexcept nogil:
     """Empty bucket `pos` and shift later entries of its cluster back (no tombstones)."""
     cdef uint64_t mask = ix.mask
     cdef uint64_t i = pos, j = pos, b, home
-    cdef RowHeader* hdr
     ix.buckets[i] = 0xFFFFFFFFFFFFFFFF
     while True:
         j = (j + 1) & mask
         b = ix.buckets[j]
         if <uint32_t>b == PST_EMPTY:
             break
-        hdr = <RowHeader*>slab_at(s, <uint32_t>b)
-        home = feat_hash(hdr.key, hdr.slot) & mask
+        home = (b & PST_HI) >> ix.shift
         if ((j - home) & mask) >= ((j - i) & mask):
             ix.buckets[i] = b
             ix.buckets[j] = 0xFFFFFFFFFFFFFFFF
@@ -381,7 +431,7 @@ cdef uint32_t entry_remove(Index* ix, Slab* s, uint64_t pos, uint32_t idx) noexc
     src = slab_at(s, last)
     memcpy(slab_at(s, idx), src, s.stride)
     hdr = <RowHeader*>src
-    p = feat_hash(hdr.key, hdr.slot) & ix.mask
+    p = feat_hash(hdr.key, hdr.slot) >> ix.shift
     while <uint32_t>ix.buckets[p] != <uint32_t>last:
         p = (p + 1) & ix.mask
     ix.buckets[p] = (ix.buckets[p] & PST_HI) | idx
@@ -494,6 +544,8 @@ cdef class SparseTable:
     """
 
     def __init__(self, config):
+        if self.config is not None:
+            raise RuntimeError("SparseTable: already initialised (make a new table instead)")
         if isinstance(config, dict):
             config = TableConfig(**config)
         if not isinstance(config, TableConfig):
@@ -631,7 +683,7 @@ cdef class SparseTable:
         try:
             with nogil:
                 if cap > self.rows_ix.mask + 1:
-                    rc = ix_rebuild(&self.rows_ix, &self.rows, cap, &self.oom_bytes)
+                    rc = ix_grow(&self.rows_ix, cap, &self.oom_bytes)
                 if rc == 0:
                     save = self.rows.size
                     while rc == 0 and self.rows.n_chunks * PST_CHUNK_ROWS < want:
@@ -680,34 +732,34 @@ cdef class SparseTable:
 
     cdef void _pull(self, const uint64_t* keys, const int32_t* slots, float* out,
                     Py_ssize_t n) noexcept nogil:
-        cdef uint64_t hs[3 * GROUP]
-        cdef uint32_t cand[3 * GROUP]
+        cdef uint64_t hs[3 * PULL_GROUP]
+        cdef uint32_t cand[3 * PULL_GROUP]
         cdef uint64_t pos
-        cdef Py_ssize_t ngroups = (n + GROUP - 1) // GROUP
+        cdef Py_ssize_t ngroups = (n + PULL_GROUP - 1) // PULL_GROUP
         cdef Py_ssize_t g, i, lo, hi, j
         cdef int ring
         cdef uint64_t h
         cdef uint32_t r
         cdef RowHeader* hdr
-        cdef uint64_t wbytes = self.width * sizeof(float)
-        cdef uint64_t reach = HEADER_BYTES + wbytes
+        cdef int W = self.width
+        cdef uint64_t reach = HEADER_BYTES + W * sizeof(float)
         cdef const Index* ix = &self.rows_ix
         cdef const Slab* s = &self.rows
         for g in range(ngroups + 2):
             # stage 1: hash group g, prefetch its buckets
             if g < ngroups:
-                ring = (g % 3) * GROUP
-                lo = g * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
+                ring = (g % 3) * PULL_GROUP
+                lo = g * PULL_GROUP
+                hi = lo + PULL_GROUP if lo + PULL_GROUP < n else n
                 for i in range(lo, hi):
                     h = feat_hash(keys[i], slots[i])
                     hs[ring + i - lo] = h
-                    pst_prefetch_r(&ix.buckets[h & ix.mask])
+                    pst_prefetch_r(&ix.buckets[h >> ix.shift])
             # stage 2: probe group g-1 up to the first tag match, prefetch the candidate row
             if 1 <= g <= ngroups:
-                ring = ((g - 1) % 3) * GROUP
-                lo = (g - 1) * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
+                ring = ((g - 1) % 3) * PULL_GROUP
+                lo = (g - 1) * PULL_GROUP
+                hi = lo + PULL_GROUP if lo + PULL_GROUP < n else n
                 for i in range(lo, hi):
                     r = ix_candidate(ix, hs[ring + i - lo], &pos)
                     cand[ring + i - lo] = r
@@ -715,9 +767,9 @@ cdef class SparseTable:
                         prefetch_row_r(s, r, reach)
             # stage 3: verify and gather group g-2
             if g >= 2:
-                ring = ((g - 2) % 3) * GROUP
-                lo = (g - 2) * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
+                ring = ((g - 2) % 3) * PULL_GROUP
+                lo = (g - 2) * PULL_GROUP
+                hi = lo + PULL_GROUP if lo + PULL_GROUP < n else n
                 for i in range(lo, hi):
                     r = cand[ring + i - lo]
                     if r != PST_EMPTY:
@@ -725,9 +777,9 @@ cdef class SparseTable:
                         if hdr.key != keys[i] or hdr.slot != slots[i]:
                             r = ix_find(ix, s, hs[ring + i - lo], keys[i], slots[i], &pos)
                     if r != PST_EMPTY:
-                        memcpy(out + i * self.width, slab_at(s, r) + HEADER_BYTES, wbytes)
+                        pst_copy(out + i * W, <float*>(slab_at(s, r) + HEADER_BYTES), W)
                     else:
-                        memset(out + i * self.width, 0, wbytes)
+                        pst_zero(out + i * W, W)
 
     # ----------------------------------------------------------------------------------------
     # push
@@ -787,14 +839,14 @@ cdef class SparseTable:
         return PushResult(int(res[0]), int(res[1]), int(res[2]))
 
     cdef _ensure_scratch(self, Py_ssize_t n):
-        cdef uint64_t per = 4 * self.width + 4 + 4 + 4 + 1
+        cdef uint64_t per = 4 * (self.width + 2) + 4 + 1  # record, row id, kind
         cdef uint64_t rows = n
         cdef char* p
         if rows <= self.scratch_rows:
             return
         if rows < self.scratch_rows * 3 // 2:
             rows = self.scratch_rows * 3 // 2
-        p = <char*>malloc(rows * per + 8)
+        p = <char*>pst_big_alloc(rows * per + 8)  # huge pages: duplicates add into random records
         if p == NULL:
             raise MemoryError(f"pstable: could not allocate {rows * per + 8} bytes for push buffers")
         free(self.scratch)
@@ -851,56 +903,62 @@ cdef class SparseTable:
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,
                    uint64_t* res) noexcept nogil:
         cdef int W = self.width
-        cdef uint64_t wbytes = W * sizeof(float)
-        # scratch: per unique feature
-        cdef float* u_grad = <float*>self.scratch
-        cdef float* u_show = u_grad + self.scratch_rows * W
-        cdef float* u_click = u_show + self.scratch_rows
-        cdef uint32_t* u_idx = <uint32_t*>(u_click + self.scratch_rows)
+        cdef int R = W + 2                      # floats per unique record: show, click, grads[W]
+        cdef uint64_t rbytes = R * sizeof(float)
+        # scratch, per unique feature in order of first appearance
+        cdef float* u_rec = <float*>self.scratch
+        cdef uint32_t* u_idx = <uint32_t*>(u_rec + self.scratch_rows * R)
         cdef uint8_t* u_kind = <uint8_t*>(u_idx + self.scratch_rows)
         cdef uint64_t nu = 0
-        # pipeline state
-        cdef uint64_t hs[3 * GROUP]
-        cdef uint32_t cand[3 * GROUP]
-        cdef uint64_t cpos[3 * GROUP]
-        cdef uint64_t ver[3]
+        # pipeline state: a ring of 4 groups
+        cdef uint64_t hs[4 * GROUP]
+        cdef uint32_t cand[4 * GROUP]
+        cdef uint64_t cpos[4 * GROUP]
+        cdef uint64_t dup[4 * GROUP]            # unique record a duplicate adds into, or NO_DUP
+        cdef uint64_t ver[4]
+        cdef uint64_t NO_DUP = 0xFFFFFFFFFFFFFFFF
         cdef Py_ssize_t ngroups = (n + GROUP - 1) // GROUP
         cdef Py_ssize_t g, i, lo, hi
         cdef int ring, j
-        cdef uint64_t h, pos, u, m, D
+        cdef uint64_t h, pos, u, m, D, off
         cdef uint32_t r, moved
         cdef RowHeader* hdr
         cdef RowHeader* pe
         cdef char* p
-        cdef float* acc
+        cdef float* rec
         cdef const float* gi
         cdef uint8_t kind
         cdef Index* ix = &self.rows_ix
         cdef Slab* s = &self.rows
         cdef int rc = 0
 
-        # ---- phase 1: find or create each feature, merge duplicates into unique entries ----
-        for g in range(ngroups + 2):
+        # ---- phase 1: find or create each feature, merge duplicates into unique records ----
+        # stage 1 hashes group g and prefetches buckets; stage 2 probes group g-1 to the first tag
+        # match and prefetches the row; stage 3 resolves group g-2 (verify, create, first record or
+        # prefetch of the record a duplicate adds into); stage 4 adds the duplicates of group g-3.
+        for g in range(ngroups + 3):
             if g < ngroups:
-                ring = (g % 3) * GROUP
+                ring = (g % 4) * GROUP
                 lo = g * GROUP
                 hi = lo + GROUP if lo + GROUP < n else n
                 for i in range(lo, hi):
                     h = feat_hash(keys[i], slots[i])
                     hs[ring + i - lo] = h
-                    pst_prefetch_r(&ix.buckets[h & ix.mask])
+                    pst_prefetch_r(&ix.buckets[h >> ix.shift])
             if 1 <= g <= ngroups:
-                ring = ((g - 1) % 3) * GROUP
+                ring = ((g - 1) % 4) * GROUP
                 lo = (g - 1) * GROUP
                 hi = lo + GROUP if lo + GROUP < n else n
-                ver[(g - 1) % 3] = ix.version
+                ver[(g - 1) % 4] = ix.version
                 for i in range(lo, hi):
                     r = ix_candidate(ix, hs[ring + i - lo], &cpos[ring + i - lo])
                     cand[ring + i - lo] = r
                     if r != PST_EMPTY:
-                        prefetch_row_w(s, r)
-            if g >= 2:
-                ring = ((g - 2) % 3) * GROUP
+                        p = slab_at(s, r)               # stage 3 needs the header only
+                        pst_prefetch_w(p)
+                        pst_prefetch_w(p + HEADER_BYTES - 1)
+            if 2 <= g <= ngroups + 1:
+                ring = ((g - 2) % 4) * GROUP
                 lo = (g - 2) * GROUP
                 hi = lo + GROUP if lo + GROUP < n else n
                 for i in range(lo, hi):
@@ -911,16 +969,17 @@ cdef class SparseTable:
                         hdr = <RowHeader*>slab_at(s, r)
                         if hdr.key != keys[i] or hdr.slot != slots[i]:
                             r = ix_find(ix, s, h, keys[i], slots[i], &pos)
-                    elif ver[(g - 2) % 3] != ix.version:
+                    elif ver[(g - 2) % 4] != ix.version:
                         r = ix_find(ix, s, h, keys[i], slots[i], &pos)
-                    gi = grads + i * W
                     if r != PST_EMPTY:
                         hdr = <RowHeader*>slab_at(s, r)
                         kind = KIND_ROW
-                    elif self.policy == POLICY_NONE:
-                        # admitted at once: create the row now so duplicates find it
+                    elif self.policy == POLICY_NONE and self.pend.size == 0:
+                        # admitted at once: create the row now so duplicates find it. (Pending
+                        # entries under policy none come from a load of another policy's export:
+                        # they take the pending path below and are admitted in phase 2.)
                         if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-                            if ix_rebuild(ix, s, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
+                            if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
                                 rc = -1
                                 break
                             ix_find(ix, s, h, keys[i], slots[i], &pos)
@@ -945,8 +1004,8 @@ cdef class SparseTable:
                         r = ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
                         if r == PST_EMPTY:
                             if (self.pend_ix.size + 1) * 4 > (self.pend_ix.mask + 1) * 3:
-                                if ix_rebuild(&self.pend_ix, &self.pend, (self.pend_ix.mask + 1) * 2,
-                                              &self.oom_bytes) != 0:
+                                if ix_grow(&self.pend_ix, (self.pend_ix.mask + 1) * 2,
+                                           &self.oom_bytes) != 0:
                                     rc = -1
                                     break
                                 ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
@@ -973,18 +1032,34 @@ cdef class SparseTable:
                         hdr.mark = (hdr.mark & 1) | <uint32_t>((u + 1) << 1)
                         u_kind[u] = kind
                         u_idx[u] = r
-                        u_show[u] = shows[i]
-                        u_click[u] = clicks[i]
-                        memcpy(u_grad + u * W, gi, wbytes)
+                        rec = u_rec + u * R
+                        rec[0] = shows[i]
+                        rec[1] = clicks[i]
+                        pst_copy(rec + 2, grads + i * W, W)
+                        dup[ring + i - lo] = NO_DUP
                     else:
                         u = m - 1
-                        u_show[u] = u_show[u] + shows[i]
-                        u_click[u] = u_click[u] + clicks[i]
-                        acc = u_grad + u * W
-                        for j in range(W):
-                            acc[j] = acc[j] + gi[j]
+                        dup[ring + i - lo] = u
+                        rec = u_rec + u * R
+                        off = 0
+                        while off < rbytes:
+                            pst_prefetch_w(<char*>rec + off)
+                            off += 64
+                        pst_prefetch_w(<char*>rec + rbytes - 1)
                 if rc != 0:
                     break
+            if g >= 3:
+                ring = ((g - 3) % 4) * GROUP
+                lo = (g - 3) * GROUP
+                hi = lo + GROUP if lo + GROUP < n else n
+                for i in range(lo, hi):
+                    u = dup[ring + i - lo]
+                    if u == NO_DUP:
+                        continue
+                    rec = u_rec + u * R
+                    rec[0] = rec[0] + shows[i]
+                    rec[1] = rec[1] + clicks[i]
+                    pst_add(rec + 2, grads + i * W, W)
         if rc != 0:
             self._clear_marks(u_kind, u_idx, nu)
             return rc
@@ -998,11 +1073,12 @@ cdef class SparseTable:
             if kind != KIND_PENDING:
                 p = slab_at(s, u_idx[u])
                 hdr = <RowHeader*>p
-                hdr.show = hdr.show + u_show[u]
-                hdr.click = hdr.click + u_click[u]
+                rec = u_rec + u * R
+                hdr.show = hdr.show + rec[0]
+                hdr.click = hdr.click + rec[1]
                 if hour > hdr.last_seen:
                     hdr.last_seen = hour
-                self._apply(<float*>(p + HEADER_BYTES), u_grad + u * W)
+                self._apply(<float*>(p + HEADER_BYTES), rec + 2)
                 hdr.mark = 1
                 if kind == KIND_NEW_ROW:
                     res[0] += 1
@@ -1010,8 +1086,9 @@ cdef class SparseTable:
                     res[2] += 1
                 continue
             pe = <RowHeader*>slab_at(&self.pend, u_idx[u])
-            pe.show = pe.show + u_show[u]
-            pe.click = pe.click + u_click[u]
+            rec = u_rec + u * R
+            pe.show = pe.show + rec[0]
+            pe.click = pe.click + rec[1]
             if hour > pe.last_seen:
                 pe.last_seen = hour
             h = feat_hash(pe.key, pe.slot)
@@ -1021,7 +1098,7 @@ cdef class SparseTable:
                 continue
             # admitted: the row takes the pending counters, then this push's gradient
             if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-                if ix_rebuild(ix, s, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
+                if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
                     rc = -1
                     break
             ix_find(ix, s, h, pe.key, pe.slot, &pos)
@@ -1040,7 +1117,7 @@ cdef class SparseTable:
             init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + W, self.dim,
                         self.k, self.rule, h, self.init_mix, self.init_range, self.beta1, self.beta2)
             ix_put(ix, pos, h, r)
-            self._apply(<float*>(p + HEADER_BYTES), u_grad + u * W)
+            self._apply(<float*>(p + HEADER_BYTES), rec + 2)
             res[0] += 1
             ix_find(&self.pend_ix, &self.pend, h, pe.key, pe.slot, &pos)
             moved = entry_remove(&self.pend_ix, &self.pend, pos, u_idx[u])
@@ -1352,7 +1429,7 @@ cdef class SparseTable:
             if state[i] == STATE_ROW:
                 r = ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
                 if r == PST_EMPTY:
-                    if ix_room_for_one(&self.rows_ix, &self.rows, &self.oom_bytes) != 0:
+                    if ix_room_for_one(&self.rows_ix, &self.oom_bytes) != 0:
                         return -1
                     ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
                     p = slab_append(&self.rows, &self.oom_bytes)
@@ -1380,7 +1457,7 @@ cdef class SparseTable:
                     entry_remove(&self.rows_ix, &self.rows, pos, r)
                 r = ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
                 if r == PST_EMPTY:
-                    if ix_room_for_one(&self.pend_ix, &self.pend, &self.oom_bytes) != 0:
+                    if ix_room_for_one(&self.pend_ix, &self.oom_bytes) != 0:
                         return -1
                     ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
                     p = slab_append(&self.pend, &self.oom_bytes)

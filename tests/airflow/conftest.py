@@ -7,7 +7,6 @@ DagBag test) use a throw-away home set here, before Airflow is first imported.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_support import REPO
+from airflow_support import write_tiny_config
 
 if "airflow" not in sys.modules:  # in-process Airflow must never touch ~/airflow
     _home = tempfile.mkdtemp(prefix="streamtrain-airflow-home-")

@@ -242,6 +242,7 @@ def test_feature_hash_is_not_the_sharding_hash():
     shard0 = (z % np.uint64(8)) == 0
     h = feature_hash(keys[shard0], slots[shard0])
     assert len(np.unique(h % np.uint64(8))) == 8
+    assert len(np.unique(h >> np.uint64(61))) == 8  # the home bucket uses the top bits
 
 
 def test_memory_and_counters_report():
@@ -255,3 +256,54 @@ def test_memory_and_counters_report():
     assert t.payload_bytes == 24 + 4 * (9 + 2)
     t.release_scratch()
     assert t.memory_breakdown()["scratch"] == 0
+
+
+def test_pending_entries_loaded_into_a_policy_none_table_are_admitted_with_their_counters():
+    src = SparseTable(make_config("sgd", "count_filter"))
+    _push(src, [1, 2], show=1.0, click=1.0)
+    dst = SparseTable(make_config("sgd", "none"))
+    dst.load(src.export())
+    assert dst.num_pending == 2
+    assert tuple(_push(dst, [1, 1, 3], show=1.0)) == (2, 0, 0)
+    cols = dst.export()
+    got = dict(zip(zip(cols["state"].tolist(), cols["key"].tolist()), cols["show"].tolist()))
+    assert got == {(0, 1): 3.0, (0, 3): 1.0, (1, 2): 1.0}
+
+
+def test_deletion_through_load_keeps_every_other_row_findable():
+    """Tombstones and pending entries loaded over rows delete from the index (backward shift)."""
+    cfg = make_config("adagrad", "none", dim=2)
+    t = SparseTable(cfg)
+    rng = np.random.default_rng(5)
+    n = 40_000
+    keys = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    slots = rng.integers(0, 4, n).astype(np.int32)
+    _push(t, keys, slots, grad=0.5)
+    before = t.pull(keys, slots)
+    cols = t.export()
+    drop = rng.random(len(cols["key"])) < 0.5
+    state = cols["state"].copy()
+    state[drop] = rng.choice([1, 2], drop.sum()).astype(np.uint8)
+    t.load({**cols, "state": state, "weights": np.where(drop[:, None], 0, cols["weights"]),
+            "opt_state": np.where(drop[:, None], 0, cols["opt_state"])})
+    feat_gone = set(zip(cols["slot"][drop].tolist(), cols["key"][drop].tolist()))
+    gone = np.array([(s, k) in feat_gone for s, k in zip(slots.tolist(), keys.tolist())])
+    after = t.pull(keys, slots)
+    assert np.array_equal(after[~gone], before[~gone])
+    assert not after[gone].any()
+    assert len(t) == int((~drop).sum()) and t.num_pending == int((state == 1).sum())
+
+
+def test_slots_none_means_slot_zero_and_reserve_presizes():
+    t = SparseTable(make_config("sgd", "none", dim=2))
+    t.reserve(100_000)
+    grown = t.memory_breakdown()
+    assert grown["rows_index"] >= 100_000 * 8 * 4 // 3 and len(t) == 0
+    keys = np.arange(1000, dtype=np.uint64)
+    t.push(keys, None, np.ones(1000, np.float32), np.zeros(1000, np.float32),
+           np.zeros((1000, 3), np.float32), 0)
+    assert np.array_equal(t.pull(keys), t.pull(keys, np.zeros(1000, np.int32)))
+    assert not t.pull(keys, np.ones(1000, np.int32)).any()
+    assert t.memory_breakdown()["rows_index"] == grown["rows_index"]  # no rehash after reserve
+    with pytest.raises(RuntimeError, match="already initialised"):
+        t.__init__(t.config)
