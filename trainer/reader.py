@@ -237,7 +237,6 @@ class _RowGroupReader:
         stats.rows_read += n
         reasons: list[str] = []
         code = np.full(n, -1, np.int32)  # first reason of each bad row
-        bad_value: dict[int, object] = {}
 
         def flag(mask: np.ndarray, column: str, why: str, values=None):
             if not mask.any():

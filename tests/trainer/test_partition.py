@@ -1,7 +1,6 @@
 import hashlib
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from trainer.partition import (DataFile, InputError, SchemaError, assign_work, check_schema, is_complete,

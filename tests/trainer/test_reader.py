@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trainer.partition import InputError, SchemaError, assign_work, check_schema, list_files, locate
+from trainer.partition import SchemaError, assign_work, check_schema, list_files, locate
 from trainer.reader import BadRowError, BatchReader, dedup, read_batches, slot_ids
 
 HOUR = 498805
@@ -80,7 +80,6 @@ def test_shared_tables_share_slot_ids_but_not_fields(tmp_path, make_columns, wri
     pairs = sorted(zip(d.slots.tolist(), d.keys.tolist()))
     assert pairs == [(0, 7), (0, 8), (1, 7), (1, 9)]  # 'a' 7 is its own row; 'b' 7 and 'c' 7 share one
     assert sorted(set(b.field.tolist())) == [0, 1, 2]
-    i = pairs.index((1, 7))
     assert d.shows[d.inverse[(b.slots == 1) & (b.keys == 7)][0]] == 3  # b row0, c row0, c row1
 
 
