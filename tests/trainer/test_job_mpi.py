@@ -154,3 +154,14 @@ def test_one_worker_replays_bit_identically(model_config, tmp_path):
     assert runs[0].keys() == runs[1].keys() and len(runs[0]) == cfg.table_num_shards + 1
     for name in runs[0]:
         assert runs[0][name] == runs[1][name], name
+
+
+def test_more_workers_than_row_groups(model_config):
+    """A worker with nothing to read still takes part in every barrier and the job succeeds."""
+    path = model_config(servers=1, workers=3)
+    cfg = load_config(path)
+    rows = write_partition(cfg, H0, files=1, rows=400)  # one row group
+    proc = train(path, H0, 4)
+    assert proc.returncode == 0, proc.stderr
+    got = result_of(proc)
+    assert got["rows"] == rows and got["rows_read"] == rows
