@@ -2,20 +2,28 @@
 
     .venv/bin/python bench/store_bench.py            # 1e6 and 1e7 rows (needs ~4 GB RAM, ~2 GB disk)
     .venv/bin/python bench/store_bench.py --quick    # 1e5 and 1e6 rows
-    .venv/bin/python bench/store_bench.py --compression none
+    .venv/bin/python bench/store_bench.py --repeat 5 --table --threads 2
 
 Rows have dim 8 (weights width 9) and adagrad opt_state width 2: 69 bytes per row in memory.
-"save" = stage (encode Parquet, CRC-32, write + fsync every shard) + commit (re-verify every file's
-size and CRC-32, rename, ledger fsync). "load" = load_chain + read_shard of every shard of every
-version (read, CRC-32, decode to numpy). The disk line writes a file of the same size with one
-fsync and reads it back; the page cache cannot be dropped here, so reads (the disk's and the
-store's) are from cache: they measure CPU, not the device.
+"save" = stage (``Stage.write_shards`` of the 8 shards: encode Parquet, CRC-32, write + fsync,
+on ``--threads`` threads) + commit (re-verify every file's size and CRC-32, rename, ledger
+fsync). "job save" = the same from one unsplit export, as ``trainer/job.py`` does it
+(``split_by_shard`` with ``sharding.shard_of``, lazily, while shards are written). "load" =
+load_chain + ``Chain.iter_shards`` of every shard of every version (read, CRC-32, decode to
+numpy, files read ahead on threads). ``--table`` adds "load into SparseTable": the job's
+``_load_server_state`` (iter_shards feeding ``pstable.SparseTable.load``).
+The disk line writes a file of the same size with one fsync and reads it back; the page cache
+cannot be dropped here, so reads (the disk's and the store's) are from cache: they measure CPU,
+not the device. Every line is the median of ``--repeat`` runs; "% of disk" is the median of the
+per-run ratios (each run is compared with the disk probe made right before it), so a busy
+machine skews both sides alike.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.sharding import shard_of  # noqa: E402
 from trainer.store import Chain, Stage, load_chain, save  # noqa: E402
+from trainer.store.columns import split_by_shard  # noqa: E402
 
 DIM, K, SHARDS = 8, 2, 8
 H0 = 490_000 - 490_000 % 24
@@ -74,12 +84,18 @@ def disk_speed(folder: Path, size: int):
     return size / tw / 1e6, size / tr / 1e6
 
 
-def save_version(d, hour, kind, parent, shards, compression):
+def save_version(d, hour, kind, parent, shards, compression, threads):
+    """``shards``: a list of shard column dicts, or ``(cols, owner)`` to split as the job does."""
     t0 = time.perf_counter()
     st = Stage.open(d, hour, kind, parent, num_shards=SHARDS, dim=DIM, opt_width=K,
                     optimizer_rule="adagrad", compression=compression,
                     compression_level=1 if compression == "zstd" else None)
-    infos = [st.write_shard(s, c) for s, c in enumerate(shards)]
+    if isinstance(shards, tuple):
+        cols, owner = shards
+        pairs = split_by_shard(cols, owner, range(SHARDS))
+    else:
+        pairs = enumerate(shards)
+    infos = st.write_shards(pairs, threads=threads)
     infos.append(st.write_dense({"params": np.zeros(10_000, np.float32)}))
     st.finish(infos, metrics={"auc": 0.5})
     t_stage = time.perf_counter() - t0
@@ -89,55 +105,92 @@ def save_version(d, hour, kind, parent, shards, compression):
     return res.version, t_stage, t_commit, sum(i.bytes for i in infos)
 
 
-def load_all(d):
+def load_all(d, threads, table=False):
     t0 = time.perf_counter()
     ch = load_chain(d, num_shards=SHARDS)
     rows = 0
-    for rank_shards in [Chain.shards_for_rank(SHARDS, 0, 1)]:
-        for s in rank_shards:
-            for _v, cols in ch.iter_shard(s):
-                rows += cols["key"].shape[0]
+    tab = None
+    if table:
+        import pstable
+        tab = pstable.SparseTable(pstable.TableConfig(dim=DIM, optimizer={"rule": "adagrad"}))
+    for _s, _v, cols in ch.iter_shards(Chain.shards_for_rank(SHARDS, 0, 1), threads=threads):
+        rows += cols["key"].shape[0]
+        if tab is not None:
+            tab.load(cols)
     return time.perf_counter() - t0, rows
 
 
-def run(n, folder: Path, compression: str):
+class Runs:
+    """Named lists of per-run values; medians at the end."""
+
+    def __init__(self):
+        self.v: dict[str, list[float]] = {}
+
+    def add(self, name, value):
+        self.v.setdefault(name, []).append(value)
+
+    def __getitem__(self, name):
+        return statistics.median(self.v[name])
+
+
+def run(n, folder: Path, compression: str, repeat: int, threads, table: bool):
     d = folder / f"model-{n}"
-    shutil.rmtree(d, ignore_errors=True)
     cols = make_cols(n)
     raw = nbytes(cols)
+    owner = shard_of(cols["key"], cols["slot"], SHARDS)
     shards = split(cols)
-    del cols
-    v1, ts, tc, fbytes = save_version(d, H0, "full", None, shards, compression)
-    tsave = ts + tc
-    tl, rows = load_all(d)
-    dw, dr = disk_speed(folder, fbytes)
-    print(f"\n== {n:,} rows, {raw / 1e6:.0f} MB in memory, {fbytes / 1e6:.0f} MB on disk "
-          f"({compression}), {SHARDS} shards")
-    print(f"  disk          write+fsync {dw:7.0f} MB/s   read (cached) {dr:7.0f} MB/s   "
-          f"({fbytes / 1e6:.0f} MB file)")
-    print(f"  full save     {tsave:6.2f} s  {n / tsave / 1e6:6.2f} M rows/s  "
-          f"{raw / tsave / 1e6:6.0f} MB/s (memory)  {fbytes / tsave / 1e6:6.0f} MB/s (file)  "
-          f"= {fbytes / tsave / 1e6 / dw:4.0%} of disk write   [stage {ts:.2f} s, commit {tc:.2f} s]")
-    print(f"  full load     {tl:6.2f} s  {rows / tl / 1e6:6.2f} M rows/s  "
-          f"{raw / tl / 1e6:6.0f} MB/s (memory)  {fbytes / tl / 1e6:6.0f} MB/s (file)  "
-          f"= {fbytes / tl / 1e6 / dr:4.0%} of cached disk read")
-    # a 5 % delta: updated rows of the base (new values), same shards
-    m = max(1, n // 20)
+    m = max(1, n // 20)  # a 5 % delta: updated rows of the base (new values), same shards
     delta = make_cols(m, seed=2)
     pick = np.random.default_rng(3).choice(n, m, replace=False)
-    base = {c: np.concatenate([s[c] for s in shards]) for c in shards[0]}
-    delta["key"], delta["slot"] = base["key"][pick], base["slot"][pick]
-    del base
+    delta["key"], delta["slot"] = cols["key"][pick], cols["slot"][pick]
     dshards = split(delta)
     draw = nbytes(delta)
-    v2, ts2, tc2, fb2 = save_version(d, H0 + 1, "delta", v1, dshards, compression)
-    t2 = ts2 + tc2
-    tl2, rows2 = load_all(d)
-    print(f"  5% delta save {t2:6.2f} s  {m / t2 / 1e6:6.2f} M rows/s  "
-          f"{draw / t2 / 1e6:6.0f} MB/s (memory)  {fb2 / 1e6:.0f} MB file")
-    print(f"  base+delta load {tl2:6.2f} s  {rows2 / tl2 / 1e6:6.2f} M rows/s  "
-          f"{(raw + draw) / tl2 / 1e6:6.0f} MB/s (memory)")
+    r = Runs()
+    for _ in range(repeat):
+        shutil.rmtree(d, ignore_errors=True)
+        v1, ts, tc, fbytes = save_version(d, H0, "full", None, shards, compression, threads)
+        dw, dr = disk_speed(folder, fbytes)
+        r.add("dw", dw)
+        r.add("dr", dr)
+        r.add("save", ts + tc)
+        r.add("stage", ts)
+        r.add("commit", tc)
+        r.add("save%", fbytes / (ts + tc) / 1e6 / dw)
+        tl, rows = load_all(d, threads)
+        r.add("load", tl)
+        r.add("load%", fbytes / tl / 1e6 / dr)
+        if table:
+            r.add("tload", load_all(d, threads, table=True)[0])
+        shutil.rmtree(d, ignore_errors=True)
+        _v, ts, tc, _b = save_version(d, H0, "full", None, (cols, owner), compression, threads)
+        r.add("jobsave", ts + tc)
+        r.add("jobsave%", fbytes / (ts + tc) / 1e6 / dw)
+        _v2, ts2, tc2, fb2 = save_version(d, H0 + 1, "delta", v1, dshards, compression, threads)
+        r.add("dsave", ts2 + tc2)
+        r.add("dload", load_all(d, threads)[0])
     shutil.rmtree(d, ignore_errors=True)
+    print(f"\n== {n:,} rows, {raw / 1e6:.0f} MB in memory, {fbytes / 1e6:.0f} MB on disk "
+          f"({compression}), {SHARDS} shards, threads {threads or 'default'}, "
+          f"median of {repeat}")
+    print(f"  disk          write+fsync {r['dw']:7.0f} MB/s   read (cached) {r['dr']:7.0f} MB/s   "
+          f"({fbytes / 1e6:.0f} MB file)")
+
+    def line(label, t, mem, pct=None, what="", extra=""):
+        tail = f"= {r[pct]:4.0%} of {what}" if pct else ""
+        print(f"  {label:15s} {t:6.2f} s  {n / t / 1e6 if mem == raw else m / t / 1e6:6.2f} M rows/s  "
+              f"{mem / t / 1e6:6.0f} MB/s (memory)  {fbytes / t / 1e6 if mem == raw else fb2 / t / 1e6:6.0f}"
+              f" MB/s (file)  {tail}{extra}")
+
+    line("full save", r["save"], raw, "save%", "disk write",
+         f"   [stage {r['stage']:.2f} s, commit {r['commit']:.2f} s]")
+    line("job save", r["jobsave"], raw, "jobsave%", "disk write", "   [split by shard_of + save]")
+    line("full load", r["load"], raw, "load%", "cached disk read")
+    if table:
+        print(f"  load into SparseTable {r['tload']:6.2f} s  {n / r['tload'] / 1e6:6.2f} M rows/s"
+              f"   (the job's _load_server_state: iter_shards -> SparseTable.load)")
+    line("5% delta save", r["dsave"], draw)
+    print(f"  base+delta load {r['dload']:6.2f} s  {(n + m) / r['dload'] / 1e6:6.2f} M rows/s  "
+          f"{(raw + draw) / r['dload'] / 1e6:6.0f} MB/s (memory)")
 
 
 def main(argv=None):
@@ -145,6 +198,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="1e5 and 1e6 rows instead of 1e6 and 1e7")
     ap.add_argument("--rows", type=float, nargs="*", help="row counts (overrides --quick)")
     ap.add_argument("--compression", default="none", choices=["zstd", "none", "snappy", "lz4"])
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size; medians are printed")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="write_shards / iter_shards threads (default: columns.default_threads())")
+    ap.add_argument("--table", action="store_true", help="also load into a pstable.SparseTable")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temp dir under var/)")
     a = ap.parse_args(argv)
     sizes = [int(x) for x in (a.rows or ([1e5, 1e6] if a.quick else [1e6, 1e7]))]
@@ -156,10 +213,11 @@ def main(argv=None):
           f"load average {os.getloadavg()[0]:.1f}")
     try:
         for n in sizes:
-            run(n, folder, a.compression)
+            run(n, folder, a.compression, max(1, a.repeat), a.threads, a.table)
     finally:
         if not a.dir:
             shutil.rmtree(folder, ignore_errors=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -52,11 +52,13 @@ class HourPlan:
     dense_dim: int = 0
 
 
-def run_train(cfg: ModelConfig, hour: int, force: bool = False) -> int:
+def run_train(cfg: ModelConfig, hour: int, force: bool = False,
+              run_info: dict | None = None) -> int:
+    """Train `hour` on this rank; `run_info` is recorded in the staged version's meta.json."""
     comm = MPI.COMM_WORLD
     try:
         with threadpool_limits(limits=cfg.mpi.blas_threads, user_api="blas"):
-            return _run(comm, cfg, hour, force)
+            return _run(comm, cfg, hour, force, run_info or {})
     except BaseException as err:  # noqa: BLE001 - any failure must take every rank down
         if comm.size == 1:
             raise
@@ -64,7 +66,7 @@ def run_train(cfg: ModelConfig, hour: int, force: bool = False) -> int:
         return 1
 
 
-def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool) -> int:
+def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dict) -> int:
     roles = Roles.decide(comm, cfg.mpi.servers)
     backoff = Backoff(cfg.mpi.wait_spins, cfg.mpi.wait_backoff_min_us,
                       cfg.mpi.wait_backoff_max_us, cfg.mpi.timeout_seconds)
@@ -113,7 +115,8 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool) -> int:
     dense_state = _gather_dense(comm, roles, dense, layout)
     if roles.rank == 0:
         seconds["stage"] = time.perf_counter() - started
-        result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg)
+        result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg,
+                               run_info)
         log("result " + json.dumps(result, sort_keys=True))
     agree(comm, True, "staging")
     return 0
@@ -155,9 +158,12 @@ def _load_server_state(cfg, plan: HourPlan, roles: Roles, layout: DenseLayout, b
         flat = flatten(init_dense(layout, cfg.train.seed), layout)
         return table, DenseSlice(flat[lo:hi].copy(), optimizer)
     chain = store.load_chain(cfg.model_dir, head=plan.parent, num_shards=cfg.table_num_shards)
-    for shard in _my_shards(cfg, roles):
-        for _version, columns in chain.iter_shard(shard):
-            table.load(columns)
+    mine = _my_shards(cfg, roles)
+    table.reserve(chain.admitted_rows(mine))  # the base's rows: no rehash while loading them
+    # per shard: base, then deltas in order; the next files are read, checked and decoded on
+    # threads while this one is loaded (SparseTable.load releases the GIL)
+    for _shard, _version, columns in chain.iter_shards(mine):
+        table.load(columns)
     table.mark_saved()
     saved = chain.read_dense()
     if saved["params"].size != layout.num_params:
@@ -190,6 +196,8 @@ def _reduce_totals(comm, roles: Roles, metrics: ProgressiveMetrics, stats, table
 
 
 def _stage_shards(cfg, plan: HourPlan, roles: Roles, table) -> list:
+    from trainer.store.columns import split_by_shard
+
     stage = store.Stage.open(cfg.model_dir, plan.hour, plan.kind, plan.parent,
                              num_shards=cfg.table_num_shards, dim=cfg.table.dim,
                              opt_width=pstable.opt_state_width(cfg.table.optimizer.rule,
@@ -197,10 +205,9 @@ def _stage_shards(cfg, plan: HourPlan, roles: Roles, table) -> list:
                              optimizer_rule=cfg.table.optimizer.rule)
     columns = table.export(changed_only=plan.kind == "delta")
     owner = shard_of(columns["key"], columns["slot"], cfg.table_num_shards)
-    infos = []
-    for shard in _my_shards(cfg, roles):
-        rows = np.flatnonzero(owner == shard)
-        infos.append(stage.write_shard(shard, {k: v[rows] for k, v in columns.items()}))
+    # one sort by shard, then each shard is gathered while the previous ones are encoded,
+    # checksummed, written and fsync'd on a small thread pool
+    infos = stage.write_shards(split_by_shard(columns, owner, _my_shards(cfg, roles)))
     return stage, infos
 
 
@@ -223,7 +230,7 @@ def _gather_dense(comm, roles: Roles, dense: DenseSlice | None, layout: DenseLay
 
 
 def _finish_stage(stage, plan: HourPlan, all_infos, dense_state, totals, evicted, seconds,
-                  cfg) -> dict:
+                  cfg, run_info: dict) -> dict:
     infos = [info for server_infos in all_infos for info in server_infos]
     infos.append(stage.write_dense(dense_state))
     totals = dict(totals, rows_evicted=int(evicted), seconds=seconds,
@@ -231,6 +238,7 @@ def _finish_stage(stage, plan: HourPlan, all_infos, dense_state, totals, evicted
     totals["rows_per_s"] = totals.get("rows", 0) / max(seconds.get("train", 0.0), 1e-9)
     stage.finish(infos, partition=plan.partition, metrics=totals,
                  config_hash=cfg.config_hash(), code_version=trainer.__version__,
-                 extra={"day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)}})
+                 extra={**run_info,
+                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)}})
     return {"hour": hour_str(plan.hour), "kind": plan.kind, "parent": plan.parent, **totals}
 

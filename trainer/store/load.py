@@ -3,29 +3,35 @@
 On each server rank at job start::
 
     chain = load_chain(model_dir, num_shards=cfg.table_num_shards)
-    for s in chain.shards_for_rank(rank, num_servers):
-        for v in chain.versions:                       # base first, then deltas in order
-            tables[s].load(chain.read_shard(v.version, s))
+    my_shards = Chain.shards_for_rank(chain.num_shards, rank, num_servers)
+    for shard, version, cols in chain.iter_shards(my_shards):  # per shard: base, then deltas
+        table.load(cols)            # meanwhile the next files are read, checked and decoded
     dense = chain.read_dense()                         # the head's dense parameters
 
 ``load_chain`` checks every link (ledger order, parent, kind, meta.json pinned by sha256 in the
 ledger, num_shards, every listed file present with its recorded size). ``read_shard`` /
-``read_dense`` check the CRC-32 of the bytes they parse. ``Chain.verify()`` re-checks every file.
+``read_dense`` check the CRC-32 of the bytes they parse. ``Chain.verify()`` re-checks every file
+(several at once, streamed through a small buffer: nothing is parsed, nothing kept).
 Anything wrong raises a ``ChainError`` subclass naming the version (and file), never skips it.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from . import columns as C
 from .errors import (ChainOrderError, CorruptFileError, MissingFileError, MissingVersionError,
                      SchemaError, ShardCountError, StoreError)
-from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum,
+from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout,
                      sha256_hex, shard_file_name)
 from .ledger import ChainState, VersionRecord, read_state
 
@@ -51,8 +57,13 @@ def read_meta_bytes(vdir: Path, what: str, missing_exc=MissingVersionError) -> t
     return meta, raw
 
 
-def check_meta_files(vdir: Path, meta: dict, what: str, *, full: bool) -> None:
-    """Every listed file exists with its size (and, if ``full``, its checksum); shards complete."""
+def check_meta_files(vdir: Path, meta: dict, what: str, *, full: bool,
+                     threads: int | None = None) -> None:
+    """Every listed file exists with its size (and, if ``full``, its checksum); shards complete.
+
+    ``full`` checks the files on ``threads`` threads (default ``columns.default_threads()``);
+    the error raised is the first bad file's in meta.json order.
+    """
     files = meta.get("files")
     n = meta.get("num_shards")
     if not isinstance(files, list) or not isinstance(n, int):
@@ -70,23 +81,68 @@ def check_meta_files(vdir: Path, meta: dict, what: str, *, full: bool) -> None:
             raise MissingFileError(f"{what}: file {p} listed in meta.json does not exist") from None
         if size != f["bytes"]:
             raise CorruptFileError(f"{what}: file {p} has {size} bytes, meta.json says {f['bytes']}")
-        if full:
-            read_verified(p, f, what)
+    if full:
+        threads = C.default_threads() if threads is None else max(1, int(threads))
+        if threads == 1 or len(files) < 2:
+            for f in files:
+                verify_file(vdir / f["name"], f, what)
+            return
+        with ThreadPoolExecutor(min(threads, len(files)), thread_name_prefix="verify") as pool:
+            futures = [pool.submit(verify_file, vdir / f["name"], f, what) for f in files]
+            for fut in futures:
+                fut.result()
 
 
-def read_verified(path: Path, entry: dict, what: str) -> bytes:
-    """Read a whole file and check its size and CRC-32 against its meta.json entry."""
+#: ``verify_file`` reads and checksums this much at a time: zlib.crc32 then reads what
+#: ``readinto`` just copied while it is still in cache, and no whole file is held.
+READ_CHUNK = 1 << 20
+
+
+def _read_checked(path: Path, entry: dict, what: str, keep: bool):
+    """Read ``path`` checking its size and CRC-32 (``layout.checksum``'s: zlib CRC-32 as 8 hex
+    digits) against its meta.json entry. ``keep``: the whole file into one buffer from Arrow's
+    pool (``columns.empty`` says why), returned; else ``READ_CHUNK`` at a time, nothing kept."""
     try:
-        data = path.read_bytes()
+        f = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise MissingFileError(f"{what}: file {path} listed in meta.json does not exist") from None
-    if len(data) != entry["bytes"]:
-        raise CorruptFileError(f"{what}: file {path} has {len(data)} bytes, meta.json says {entry['bytes']}")
-    got = checksum(data)
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size != entry["bytes"]:
+            raise CorruptFileError(f"{what}: file {path} has {size} bytes, meta.json says {entry['bytes']}")
+        buf = pa.allocate_buffer(size if keep else min(READ_CHUNK, size))
+        view = memoryview(buf)
+        crc = total = 0
+        while True:
+            piece = view[total:] if keep else view
+            got = f.readinto(piece) if len(piece) else 0
+            if not got:
+                break
+            if not keep:
+                crc = zlib.crc32(piece[:got], crc)
+            total += got
+        extra = f.read(1)
+    if total != size or extra:
+        raise CorruptFileError(f"{what}: file {path} changed size while read ({total} bytes"
+                               f"{' and more' if extra else ''}, meta.json says {entry['bytes']})")
+    if keep:
+        crc = zlib.crc32(view)  # of exactly the bytes returned
+    got = f"{crc & 0xFFFFFFFF:08x}"
     if got != entry["checksum"]:
         raise CorruptFileError(f"{what}: file {path} checksum {CHECKSUM_ALGO} {got} != recorded "
                                f"{entry['checksum']} (corrupt)")
-    return data
+    return buf if keep else None
+
+
+def verify_file(path: Path, entry: dict, what: str) -> None:
+    """Check a file's size and CRC-32 against its meta.json entry (streamed: nothing kept)."""
+    _read_checked(path, entry, what, keep=False)
+
+
+def read_verified(path: Path, entry: dict, what: str) -> pa.Buffer:
+    """Read a whole file and check its size and CRC-32 against its meta.json entry; returns
+    exactly the bytes that were checked."""
+    return _read_checked(path, entry, what, keep=True)
 
 
 @dataclass
@@ -178,11 +234,23 @@ class Chain:
         """Logical shards hosted by server ``rank`` of ``num_servers``: ``s % num_servers == rank``."""
         return [s for s in range(num_shards) if s % num_servers == rank]
 
-    def read_shard(self, version: str, shard_id: int, columns=None, writable: bool = False) -> dict:
+    def admitted_rows(self, shard_ids, version: str | None = None) -> int:
+        """Admitted rows (state 0) of ``shard_ids`` in ``version`` (default: the base), from
+        meta.json: what ``SparseTable.reserve`` wants before the chain is loaded."""
+        vm = self.get(version or self.base) if self.versions else None
+        if vm is None:
+            return 0
+        want = {int(s) for s in shard_ids}
+        return sum(int(f.get("counts", {}).get("admitted", 0)) for f in vm.meta["files"]
+                   if f.get("role", "shard") == "shard" and f.get("shard") in want)
+
+    def read_shard(self, version: str, shard_id: int, columns=None, writable: bool = False,
+                   use_threads: bool = True) -> dict:
         """Columns of ``shard_id`` in ``version`` (verified CRC), as pstable ``load`` takes them.
 
         ``columns`` restricts the decoded columns; ``writable=True`` returns owned, writable copies
-        (the default is read-only views of Arrow memory: no copy).
+        (the default is read-only views of Arrow memory: no copy). ``use_threads``: Arrow decodes
+        the columns on its thread pool (``iter_shards`` turns it off: it reads files in parallel).
         """
         vm = self.get(version)
         name = shard_file_name(shard_id)
@@ -191,7 +259,8 @@ class Chain:
         data = read_verified(vm.dir / name, entry, what)
         try:
             cols = C.decode_parquet(data, where=f"{what} {vm.dir / name}", columns=columns,
-                                    opt_width=vm.meta.get("opt_width"))
+                                    opt_width=vm.meta.get("opt_width"), use_threads=use_threads)
+            del data
         except SchemaError as e:
             raise CorruptFileError(str(e)) from None
         n = next(iter(cols.values())).shape[0] if cols else 0
@@ -207,6 +276,47 @@ class Chain:
         """``(version, columns)`` of ``shard_id`` for every version, base first."""
         for v in self.versions:
             yield v.version, self.read_shard(v.version, shard_id, columns=columns)
+
+    def iter_shards(self, shard_ids, columns=None, *, threads: int | None = None,
+                    prefetch: int | None = None):
+        """``(shard, version, columns)`` for each shard of ``shard_ids`` in that order and, within
+        a shard, every version base first (the order ``SparseTable.load`` needs), as
+        ``read_shard`` gives them; the files ahead are read, CRC-checked and decoded on
+        ``threads`` threads while the caller uses the current one.
+
+        At most ``prefetch`` files (default ``threads + 1``) are in flight or decoded and waiting.
+        A bad file raises its ``ChainError`` when its turn comes (the files before it were
+        yielded); closing the iterator early cancels what has not started.
+        """
+        jobs = iter([(int(s), v.version) for s in shard_ids for v in self.versions])
+        threads = C.default_threads() if threads is None else max(1, int(threads))
+        if threads == 1:
+            for s, v in jobs:
+                yield s, v, self.read_shard(v, s, columns=columns)
+            return
+        window = max(1, threads + 1 if prefetch is None else int(prefetch))
+        with ThreadPoolExecutor(threads, thread_name_prefix="chain-read") as pool:
+            ahead: deque = deque()
+
+            def fill():
+                while len(ahead) < window:
+                    job = next(jobs, None)
+                    if job is None:
+                        return
+                    ahead.append((job, pool.submit(self.read_shard, job[1], job[0],
+                                                   columns=columns, use_threads=False)))
+
+            try:
+                fill()
+                while ahead:
+                    (s, v), fut = ahead.popleft()
+                    cols = fut.result()
+                    fill()
+                    yield s, v, cols
+                    del cols
+            finally:
+                for _, fut in ahead:
+                    fut.cancel()
 
     def read_dense(self, version: str | None = None) -> dict:
         """Dense arrays of ``version`` (default: the head), verified."""

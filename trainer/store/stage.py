@@ -4,8 +4,8 @@ Inside the MPI job::
 
     stage = Stage.open(model_dir, hour, kind, parent, num_shards=8, dim=8, opt_width=2,
                        optimizer_rule="adagrad")            # every server rank
-    infos = [stage.write_shard(s, table_s.export(changed_only=(kind == "delta")))
-             for s in my_shards]                             # each server: its logical shards
+    cols = table.export(changed_only=(kind == "delta"))     # each server: its logical shards
+    infos = stage.write_shards(split_by_shard(cols, shard_of(...), my_shards))  # 2 threads
     all_infos = comm.gather(infos, root=0)                   # small dicts / dataclasses
     if rank == 0:
         infos.append(stage.write_dense(dense_arrays))
@@ -13,7 +13,9 @@ Inside the MPI job::
                             config_hash=cfg.config_hash(), code_version=...)
 
 Every file is written to a temp name, fsync'd and renamed into place, so a file is either whole
-or absent. ``open`` removes a previous attempt's ``meta.json`` (the "staged and complete" mark),
+or absent; its CRC-32 is of exactly the bytes written. ``write_shards`` encodes, checksums,
+writes and fsyncs several shards at once on a small thread pool (Arrow's encoder, zlib.crc32,
+write and fsync all release the GIL). ``open`` removes a previous attempt's ``meta.json`` (the "staged and complete" mark),
 so a retry first makes the folder incomplete; shards of the new attempt replace the old ones file
 by file; ``finish`` deletes any file its list does not name and writes ``meta.json`` last.
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,12 +68,20 @@ class FileInfo:
 
 
 def _durable_bytes(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to a temp name beside ``path``, fsync, rename (a failed write leaves no temp)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(memoryview(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class Stage:
@@ -125,11 +137,64 @@ class Stage:
         where = f"staging {hour_str(self.hour)}/{name}"
         cols = C.check_columns(columns, dim=self.dim, opt_width=self.opt_width, where=where)
         counts = C.state_counts(cols["state"])
+        rows = int(cols["key"].shape[0])
         buf = C.encode_parquet(cols, compression=self.compression,
                                compression_level=self.compression_level)
-        _durable_bytes(self.dir / name, buf)
-        return FileInfo(name=name, role="shard", rows=int(cols["key"].shape[0]), bytes=buf.size,
-                        checksum=checksum(buf), shard=int(shard_id), counts=counts)
+        del cols
+        crc = checksum(buf)
+        try:
+            _durable_bytes(self.dir / name, buf)
+        except OSError as e:
+            raise StoreError(f"{where}: cannot write {self.dir / name}: {e}") from e
+        return FileInfo(name=name, role="shard", rows=rows, bytes=buf.size,
+                        checksum=crc, shard=int(shard_id), counts=counts)
+
+    def write_shards(self, shards, *, threads: int | None = None) -> list[FileInfo]:
+        """Write several shards at once (``write_shard`` each, on ``threads`` threads); returns
+        their FileInfo in the order given.
+
+        ``shards``: a mapping ``{shard_id: columns}`` or an iterable of ``(shard_id, columns)``
+        pairs, e.g. ``columns.split_by_shard(...)``. It is consumed lazily: the next pair is
+        taken while ``threads`` shards are being written, so at most ``threads + 1`` shards'
+        columns (and their encoded files) are in memory. ``threads`` defaults to
+        ``columns.default_threads()`` (2 on a 2-core machine); 1 writes one after another.
+        A shard id given twice is an error. On an error no further shard is started, the ones
+        running finish, and the error of the first failed shard (in the order given) is raised.
+        """
+        pairs = shards.items() if hasattr(shards, "items") else shards
+        threads = C.default_threads() if threads is None else max(1, int(threads))
+        seen: set[int] = set()
+
+        def admit(shard_id) -> int:
+            shard_id = int(shard_id)
+            if shard_id in seen:
+                raise StoreError(f"staging {hour_str(self.hour)}: shard {shard_id} given twice")
+            seen.add(shard_id)
+            return shard_id
+
+        if threads == 1:
+            return [self.write_shard(admit(s), cols) for s, cols in pairs]
+        futures = []
+        with ThreadPoolExecutor(threads, thread_name_prefix="stage-shard") as pool:
+            running: set = set()
+            try:
+                for shard_id, cols in pairs:  # the next shard is split while others are written
+                    shard_id = admit(shard_id)
+                    while len(running) >= threads:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        if any(f.exception() is not None for f in done):
+                            break
+                    if any(f.done() and f.exception() is not None for f in futures):
+                        break
+                    futures.append(pool.submit(self.write_shard, shard_id, cols))
+                    running.add(futures[-1])
+                    del cols
+            finally:
+                wait(futures)
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()
+        return [f.result() for f in futures]
 
     def write_dense(self, arrays: dict) -> FileInfo:
         """Write the dense parameters and their optimizer state (``name -> ndarray``) as dense.npz."""
