@@ -65,6 +65,7 @@ progress_seconds = 1000.0
 [mpi]
 servers = {servers}
 workers = {workers}
+blas_threads = {blas}
 """
 
 
@@ -94,16 +95,17 @@ def make_data(root: Path, rows: int) -> None:
     (part / "_SUCCESS").touch()
 
 
-def write_config(root: Path, servers: int, workers: int) -> Path:
-    tag = f"{servers}s{workers}w"
+def write_config(root: Path, servers: int, workers: int, blas: int = 1) -> Path:
+    tag = f"{servers}s{workers}w{blas}t"
     path = root / f"bench-{tag}.toml"
     path.write_text(CONFIG.format(root=root, tag=tag, slots=json.dumps(SLOTS),
-                                  dense=json.dumps(DENSE), servers=servers, workers=workers))
+                                  dense=json.dumps(DENSE), servers=servers, workers=workers,
+                                  blas=blas))
     return path
 
 
-def mpi_run(root: Path, servers: int, workers: int) -> dict:
-    config = write_config(root, servers, workers)
+def mpi_run(root: Path, servers: int, workers: int, blas: int = 1) -> dict:
+    config = write_config(root, servers, workers, blas)
     cfg = load_config(config)
     subprocess.run(["rm", "-rf", cfg.model_dir], check=True)
     command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(servers + workers),
@@ -116,13 +118,13 @@ def mpi_run(root: Path, servers: int, workers: int) -> dict:
     return json.loads(line[len("[streamtrain] result "):])
 
 
-def dense_only(root: Path, rows: int) -> float:
+def dense_only(root: Path, rows: int, blas: int = 1) -> float:
     """Examples/s of forward/backward + dense update alone, on in-memory batches."""
     from trainer import partition
     from trainer.model import DenseLayout, DenseOptimizer, init_dense, train_step
     from trainer.reader import BatchReader, dedup
 
-    cfg = load_config(write_config(root, 1, 1))
+    cfg = load_config(write_config(root, 1, 1, blas))
     part = partition.locate(cfg.data_root, HOUR)
     files, dense_dim = partition.check_schema(part, partition.list_files(part, checksums=False),
                                               cfg.columns)

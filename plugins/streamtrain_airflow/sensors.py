@@ -1,27 +1,49 @@
 """``wait_for_partition``: wait for an hour's ``_SUCCESS``, record a never-landing hour as missing.
 
 After Airflow's own ``providers/standard`` file sensors: ``poke()`` makes one cheap check and logs
-the path. Everything that needs the model config happens in ``execute()`` (the DAG file never reads
-a config): it resolves the partition, takes the timeout and poke interval from the config (or from
-the run's params), and after the marker has landed checks the Parquet footers (no data read).
+the path; the deferrable twin hands the same check to :class:`~streamtrain_airflow.triggers.PartitionTrigger`
+(whose ``serialize()`` mirrors its ``__init__``). Everything that needs the model config happens in
+``execute()`` (the DAG file never reads a config): it resolves the partition, takes the timeout and
+poke interval from the config (or from the run's params), and after the marker has landed checks
+the Parquet footers (no data read).
 
-Mode is ``poke`` on purpose: reschedule mode with a short poke interval can be marked failed by a
-scheduler race (apache/airflow#71172), and the deferrable path ignored its timeout under
-``airflow dags test``. A poking sensor holds one worker slot per model, which ``max_active_runs=1``
-bounds anyway.
+Mode is ``poke`` by default, on purpose:
+
+* reschedule mode with a short poke interval can be marked failed by a scheduler race
+  (apache/airflow#71172);
+* deferrable mode needs a running ``airflow triggerer`` (a fourth process), and Airflow's own
+  deferral timeout is enforced only by the scheduler: ``airflow dags test`` runs a trigger inline
+  until its first event and never applies it (Airflow 3.3.2), so a sensor relying on it hung there.
+  Our trigger therefore carries its own deadline and fires a ``"timeout"`` event, and the sensor
+  records the hour missing and skips it, in ``dags test`` as under the scheduler.
+
+A poking sensor holds one worker slot per model, which ``max_active_runs=1`` bounds anyway. Switch
+to the deferrable twin (no slot held while waiting) with ``deferrable=True`` or, for every DAG,
+``[streamtrain] sensor_deferrable = True`` in ``airflow.cfg`` (``AIRFLOW__STREAMTRAIN__SENSOR_DEFERRABLE``),
+read in memory at parse time.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import subprocess
 import sys
+import time
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import (
+    AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException,
+)
 
 from trainer.hours import hour_str
 
 from streamtrain_airflow.hours import data_hour
+from streamtrain_airflow.triggers import PartitionTrigger
+
+#: Extra seconds on top of the sensor timeout before the scheduler fails a deferral whose trigger
+#: never fired (triggerer down); the trigger's own deadline normally fires first.
+DEFERRAL_GRACE_SECONDS = 120.0
 
 
 class PartitionSensor(BaseSensorOperator):
@@ -31,21 +53,28 @@ class PartitionSensor(BaseSensorOperator):
     ----------
     config_path : str
         The model config file (read when the task runs, never at parse time).
+    deferrable : bool or None
+        Wait in the triggerer (:class:`~streamtrain_airflow.triggers.PartitionTrigger`) instead of
+        poking in a worker slot. ``None`` (default) reads ``[streamtrain] sensor_deferrable``
+        (default False: poke mode, see the module docstring).
 
     Returns (XCom) ``{"hour", "hour_str", "partition", "files", "rows", "status"}`` where status is
     ``"landed"`` or ``"already_committed"`` (the hour is in the chain: nothing to wait for).
     On timeout the hour is recorded as missing (``streamtrain mark-missing``) and the task is
     *skipped*, which skips train/save/publish of this run; later hours continue from the newest
-    model.
+    model. Both modes behave the same; only where the waiting happens differs.
     """
 
     template_fields = ("config_path",)
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, config_path: str, **kwargs: Any) -> None:
+    def __init__(self, *, config_path: str, deferrable: bool | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "poke")
         super().__init__(**kwargs)
         self.config_path = config_path
+        if deferrable is None:
+            deferrable = conf.getboolean("streamtrain", "sensor_deferrable", fallback=False)
+        self.deferrable = bool(deferrable)
         self._partition = None
 
     # -- one cheap check -----------------------------------------------------------------------
@@ -57,16 +86,20 @@ class PartitionSensor(BaseSensorOperator):
         return done
 
     # -- the task ------------------------------------------------------------------------------
-    def execute(self, context) -> dict:
+    def _resolve(self, context):
+        """The config, the run's data hour and its partition (every entry point starts here)."""
         from trainer.config import load_config
-        from trainer.partition import InputError, check_schema, list_files, locate
-
-        from streamtrain_airflow.store_view import hour_status
+        from trainer.partition import locate
 
         cfg = load_config(self.config_path)
         hour = data_hour(context["logical_date"])
-        self._partition = part = locate(cfg.data_root, hour)
-        out = {"hour": hour, "hour_str": hour_str(hour), "partition": part.location}
+        self._partition = locate(cfg.data_root, hour)
+        return cfg, hour, self._partition
+
+    def execute(self, context) -> dict:
+        from streamtrain_airflow.store_view import hour_status
+
+        cfg, hour, part = self._resolve(context)
         self.log.info("run %s trains data hour %s (partition %s)",
                       context["run_id"], hour_str(hour), part.location)
 
@@ -74,19 +107,69 @@ class PartitionSensor(BaseSensorOperator):
         if status.state == "committed":
             self.log.info("hour %s is already in the chain as %s (%s): nothing to wait for",
                           hour_str(hour), status.version, status.kind)
-            return {**out, "status": "already_committed"}
+            return {**self._out(hour, part), "status": "already_committed"}
 
+        self._timing(cfg, context)
+        self.log.info("waiting up to %.0f s for %s/_SUCCESS (poke every %.0f s, %s)",
+                      self.timeout, part.location, self.poke_interval,
+                      "deferrable: in the triggerer" if self.deferrable else "poke mode")
+        if self.deferrable:
+            if not self.poke(context):  # one check here: a landed hour needs no triggerer round trip
+                trigger = PartitionTrigger(data_root=cfg.data_root, hour=hour,
+                                           poke_interval=self.poke_interval,
+                                           deadline=time.time() + self.timeout)
+                self.defer(trigger=trigger, method_name="execute_complete",
+                           timeout=_dt.timedelta(seconds=self.timeout + DEFERRAL_GRACE_SECONDS))
+        else:
+            try:
+                super().execute(context)
+            except AirflowSensorTimeout as err:
+                self._never_landed(hour, part, self.timeout, err)
+        return self._landed(cfg, hour, part)
+
+    def execute_complete(self, context, event: dict | None = None) -> dict:
+        """Resumed after :class:`PartitionTrigger` fired: ``landed`` or ``timeout``."""
+        cfg, hour, part = self._resolve(context)
+        event = event or {}
+        self.log.info("trigger fired: %s", event)
+        if event.get("status") == "timeout":
+            self._never_landed(hour, part, float(event.get("waited_seconds") or 0))
+        if event.get("status") != "landed":
+            raise AirflowException(f"unexpected event from PartitionTrigger: {event!r}")
+        return self._landed(cfg, hour, part)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict | None, context):
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowSensorTimeout as err:
+            # The scheduler's deferral timeout (timeout + DEFERRAL_GRACE_SECONDS) hit before the
+            # trigger fired, e.g. no triggerer was running. Decide with one last check.
+            cfg, hour, part = self._resolve(context)
+            self._timing(cfg, context)
+            self.log.warning("deferral timed out before the trigger fired (is `airflow triggerer` "
+                             "running?): %s", err)
+            if not self.poke(context):
+                self._never_landed(hour, part, self.timeout, err)
+            return self._landed(cfg, hour, part)
+
+    def _timing(self, cfg, context) -> None:
+        """Timeout and poke interval: the run's params, else the config's ``[sensor]``."""
         params = context.get("params") or {}
         self.timeout = float(params.get("sensor_timeout_seconds") or cfg.sensor.timeout_seconds)
         self.poke_interval = float(params.get("sensor_poke_seconds") or cfg.sensor.poke_seconds)
-        self.log.info("waiting up to %.0f s for %s/_SUCCESS (poke every %.0f s)",
-                      self.timeout, part.location, self.poke_interval)
-        try:
-            super().execute(context)
-        except AirflowSensorTimeout as err:
-            reason = f"partition never landed: no {part.location}/_SUCCESS after {self.timeout:.0f} s"
-            self._mark_missing(hour, reason)
-            raise AirflowSkipException(f"hour {hour_str(hour)} recorded as missing: {reason}") from err
+
+    @staticmethod
+    def _out(hour: int, part) -> dict:
+        return {"hour": hour, "hour_str": hour_str(hour), "partition": part.location}
+
+    def _never_landed(self, hour: int, part, waited: float, cause: BaseException | None = None):
+        reason = f"partition never landed: no {part.location}/_SUCCESS after {waited:.0f} s"
+        self._mark_missing(hour, reason)
+        raise AirflowSkipException(f"hour {hour_str(hour)} recorded as missing: {reason}") from cause
+
+    def _landed(self, cfg, hour: int, part) -> dict:
+        """``_SUCCESS`` is there: check the Parquet footers (no data read)."""
+        from trainer.partition import InputError, check_schema, list_files
 
         try:
             files = list_files(part, checksums=False)
@@ -98,7 +181,7 @@ class PartitionSensor(BaseSensorOperator):
             raise AirflowFailException(f"hour {hour_str(hour)}: {err}") from err
         rows = sum(f.rows for f in files)
         self.log.info("schema ok: %d file(s), %d rows in %s", len(files), rows, part.location)
-        return {**out, "status": "landed", "files": len(files), "rows": rows}
+        return {**self._out(hour, part), "status": "landed", "files": len(files), "rows": rows}
 
     def _mark_missing(self, hour: int, reason: str) -> None:
         argv = [sys.executable, "-m", "trainer", "mark-missing", "--config", self.config_path,

@@ -1,0 +1,137 @@
+"""Recovering a failed hour through the real scheduler, following docs/airflow.md as written.
+
+Hour 1 has a bad row (label 3 with ``bad_rows = "fail"``): its ``train`` fails for real, after its
+retries, and run 1 is *failed*. Run 2 then takes the only slot and waits on ``depends_on_past``
+forever (its ``train`` has no state). The operator fixes the file and follows "Recovering a failed
+hour": mark run 2 failed (REST), ``airflow tasks clear -s <H> -e <H+1> -y``, check the chain. Every
+hour ends up in the chain once, in order (also after the backfill was marked complete).
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_support import ledger, streamtrain
+from streamtrain_airflow.airflow_home import (
+    admin_password, run_states, start_airflow, stop_airflow, task_states, wait_http, write_config,
+)
+from streamtrain_airflow.demo import (
+    airflow_cli, prepare_backfill, wait_backfills_complete, wait_runs,
+)
+from streamtrain_airflow.store_view import order_problem
+from trainer.config import load_config
+from trainer.hours import hour_index, partition_relpath
+
+pytestmark = pytest.mark.slow
+
+DAY = "2026-01-01"
+
+
+def _api(af, method: str, path: str, body: dict | None = None) -> dict:
+    """Call the REST API as user admin (simple auth manager: password from the generated file)."""
+    base = f"http://127.0.0.1:{af.port}"
+    req = urllib.request.Request(f"{base}/auth/token", method="POST",
+                                 data=json.dumps({"username": "admin",
+                                                  "password": admin_password(af.home)}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        token = json.loads(resp.read())["access_token"]
+    req = urllib.request.Request(f"{base}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def _tis(af) -> dict[tuple[str, str], str]:
+    """``{(HH of the run's hour, task_id): state}``."""
+    out = {}
+    for run_id, task, state in task_states(af.home, af.dag_id):
+        out[(run_id.split("T")[-1][:2], task)] = state
+    return out
+
+
+def _wait(what: str, cond, timeout: float, running, af) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        running.check_alive()
+        assert time.monotonic() < deadline, f"{what}: {_tis(af)} {run_states(af.home, af.dag_id)}"
+        time.sleep(2)
+
+
+def test_failed_hour_blocks_later_hours_until_recovered(af):
+    streamtrain("gen-data", "--config", str(af.config), "--start", f"{DAY}T00", "--hours", "3",
+                "--rows-per-hour", "1500")
+    hours = [hour_index(f"{DAY}T0{i}") for i in range(3)]
+    bad = sorted((af.data_root / partition_relpath(hours[1])).glob("part-*.parquet"))[0]
+    good = bad.read_bytes()
+    table = pq.read_table(bad)
+    label = table.column("label")
+    first = pc.equal(pc.cumulative_sum(pc.if_else(pc.is_valid(label), 1, 0)), 1)  # row 0
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pc.if_else(first, 3, label))
+    pq.write_table(table, bad)
+    assert pq.read_table(bad).column("label")[0].as_py() == 3
+
+    write_config(af.home, port=af.port, config_dir=af.configs, start=f"{DAY}T00:00:00+00:00",
+                 end=f"{DAY}T02:00:00+00:00")
+    assert prepare_backfill(af.home, af.dag_id, hours[0], hours[-1],
+                            {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1})
+    running = start_airflow(af.home, af.port)
+    try:
+        wait_http(f"http://127.0.0.1:{af.port}/api/v2/monitor/health", 180, running)
+
+        # hour 1 fails after its retries; run 2 holds the slot, its train blocked on the past
+        states = wait_runs(running, af.dag_id, hours, timeout=400)
+        assert list(states.values())[:2] == ["success", "failed"], _tis(af)
+        _wait("run 2 blocked", lambda: _tis(af).get(("02", "wait_for_partition")) == "success",
+              120, running, af)
+        time.sleep(5)  # long enough for the scheduler to have started train(2), were it allowed
+        tis = _tis(af)
+        assert tis[("01", "train")] == "failed"
+        assert tis[("02", "train")] is None, tis  # no state: waits on depends_on_past
+        assert run_states(af.home, af.dag_id)[f"{DAY} 02:00:00.000000"] == "running"
+        assert [e["hour_str"] for e in ledger(af.model_dir)] == [f"{DAY}T00"]
+        # the store's guard would refuse too, had train(2) been started (e.g. marked success)
+        assert "hour 2026-01-01T01 is neither trained nor recorded missing" in order_problem(
+            load_config(str(af.config)), hours[2])
+
+        # step 1: the failed train's log: the command, the failing rank's error line, the exit code
+        logs = sorted(af.home.glob("logs/dag_id=*/run_id=*T01:00:00*/task_id=train/attempt=*.log"))
+        assert len(logs) == 3, logs  # the first try and its 2 retries
+        text = logs[-1].read_text(errors="replace")
+        assert "running: " in text and "mpiexec exited with code 1" in text, text[-3000:]
+        assert "[streamtrain] error: rank" in text, text[-3000:]
+        assert f"{bad.name}: column 'label', row 0: label must be 0 or 1, got 3" in text
+
+        bad.write_bytes(good)  # the operator fixes the data
+
+        # step 2: mark the blocked newer run failed (REST, as documented)
+        run2 = next(r for r, t, s in task_states(af.home, af.dag_id) if f"{DAY}T02" in r)
+        _api(af, "PATCH", f"/api/v2/dags/{af.dag_id}/dagRuns/{run2}", {"state": "failed"})
+        # an operator takes longer than the scheduler's 30 s loop: the backfill, all of its runs
+        # finished now, is marked complete before the clear (its runs must start again anyway)
+        wait_backfills_complete(running, af.dag_id, timeout=90)
+        # step 3: clear from H forward, every task
+        airflow_cli(af.home, "tasks", "clear", af.dag_id, "-s", f"{DAY}T01:00:00+00:00",
+                    "-e", f"{DAY}T02:00:00+00:00", "-y")
+
+        states = wait_runs(running, af.dag_id, hours, timeout=300)
+        assert states == {h: "success" for h in hours}, _tis(af)
+    finally:
+        stop_airflow(running)
+
+    # every hour once, in order, each on its predecessor
+    events = [(e["event"], e.get("kind"), e["hour_str"], e.get("version"), e.get("parent"))
+              for e in ledger(af.model_dir)]
+    assert events == [("commit", "full", f"{DAY}T00", "v000001", None),
+                      ("commit", "delta", f"{DAY}T01", "v000002", "v000001"),
+                      ("commit", "delta", f"{DAY}T02", "v000003", "v000002")]
+    assert len((af.model_dir / "donefile").read_text().splitlines()) == 3
+    streamtrain("chain", "--config", str(af.config), "--verify")  # step 4
