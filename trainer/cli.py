@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamtrain: error: {err}", file=sys.stderr)
         if os.environ.get("STREAMTRAIN_TRACEBACK"):
             traceback.print_exc()
-        return 1
+        from trainer.partition import EXIT_BAD_INPUT, InputError
+        return EXIT_BAD_INPUT if isinstance(err, InputError) else 1
 
 
 def _dispatch(args) -> int:

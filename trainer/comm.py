@@ -126,14 +126,15 @@ def unpack(packet: np.ndarray, *dtypes) -> list[np.ndarray]:
     return out
 
 
-def fail_job(comm: MPI.Comm, err: BaseException) -> None:
-    """Print rank, host and traceback to stderr, then abort every rank of the job."""
+def fail_job(comm: MPI.Comm, err: BaseException, exit_code: int = 1) -> None:
+    """Print rank, host and traceback to stderr, then abort every rank of the job with
+    `exit_code` (``mpiexec`` exits with it)."""
     where = f"rank {comm.rank}/{comm.size} on {socket.gethostname()} (pid {os.getpid()})"
     sys.stderr.write(f"[streamtrain] error: {where}: {type(err).__name__}: {err}\n")
     sys.stderr.write("".join(traceback.format_exception(err)))
     sys.stderr.flush()
     sys.stdout.flush()
-    comm.Abort(1)
+    comm.Abort(exit_code)
 
 
 def agree(comm: MPI.Comm, ok: bool, what: str) -> None:

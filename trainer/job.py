@@ -62,7 +62,8 @@ def run_train(cfg: ModelConfig, hour: int, force: bool = False,
     except BaseException as err:  # noqa: BLE001 - any failure must take every rank down
         if comm.size == 1:
             raise
-        fail_job(comm, err)
+        bad_input = isinstance(err, partition.InputError)
+        fail_job(comm, err, partition.EXIT_BAD_INPUT if bad_input else 1)
         return 1
 
 

@@ -52,6 +52,11 @@ __all__ = [
 SUCCESS = "_SUCCESS"
 
 
+#: Exit code of a command (or MPI job) that failed because of the hour's data: retrying cannot
+#: help until the data is fixed, so orchestrators should not retry it.
+EXIT_BAD_INPUT = 3
+
+
 class InputError(ValueError):
     """Bad input data. The message names the file, and the column and row where they apply."""
 

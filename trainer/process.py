@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 #: Lines of output kept for the error message of a failed command.
 TAIL_LINES = 30
+#: How a failure's one-line reason starts: the command line's, and a failing MPI rank's.
+ERROR_PREFIXES = ("streamtrain: error:", "[streamtrain] error:")
 
 
 class CommandFailed(RuntimeError):
@@ -23,7 +25,7 @@ class CommandFailed(RuntimeError):
 
     def __init__(self, argv: Sequence[str], returncode: int, lines: Sequence[str]):
         self.argv, self.returncode, self.lines = list(argv), returncode, list(lines)
-        first = next((ln for ln in self.lines if ln.startswith("streamtrain: error:")), "")
+        first = next((ln for ln in self.lines if ln.startswith(ERROR_PREFIXES)), "")
         reason = f": {first}" if first else ""
         tail = "\n".join(self.lines[-TAIL_LINES:])
         super().__init__(

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from airflow.sdk import Asset, BaseBranchOperator, BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from trainer.hours import hour_str
 
@@ -52,6 +52,7 @@ class _StreamtrainTask(BaseOperator):
         return cfg, data_hour(context["logical_date"])
 
     def _run(self, argv: list[str]) -> list[str]:
+        from trainer.partition import EXIT_BAD_INPUT
         from trainer.process import CommandFailed, run_streaming
 
         self.log.info("running: %s", " ".join(argv))
@@ -59,6 +60,8 @@ class _StreamtrainTask(BaseOperator):
             return run_streaming(argv, on_line=lambda ln: self.log.info("%s", ln),
                                  on_start=self._started)
         except CommandFailed as err:
+            if err.returncode == EXIT_BAD_INPUT:  # the data must be fixed first: no retries
+                raise AirflowFailException(f"bad input data: {err}") from None
             raise AirflowException(str(err)) from None
         finally:
             self._proc = None

@@ -49,9 +49,9 @@ def hour_status(cfg, hour: int) -> HourStatus:
 
 
 def order_problem(cfg, hour: int) -> str:
-    """Why `hour` may not train yet ("" if it may): hours train in order, so the hour before it
-    must be in the chain or recorded missing -- unless the chain is empty (the first hour) or
-    `hour` is older than the head (a late hour, appended on the head by design)."""
+    """Why `hour` may not train yet ("" if it may): hours train in order, so every hour between
+    the head's and `hour` must be in the chain or recorded missing -- unless the chain is empty
+    (the first hour) or `hour` is older than the head (a late hour, appended on the head)."""
     from trainer.hours import hour_str
     from trainer.store.ledger import read_state
 
@@ -59,15 +59,15 @@ def order_problem(cfg, hour: int) -> str:
     if state.head is None:
         return ""
     head_hour = state.versions[state.head].hour
-    previous = hour - 1
-    if hour <= head_hour or previous in state.by_hour:
+    settled = set(state.by_hour) | {ev.get("hour") for ev in state.missing}
+    unsettled = [h for h in range(head_hour + 1, hour) if h not in settled]
+    if not unsettled:
         return ""
-    if any(ev.get("hour") == previous for ev in state.missing):
-        return ""
-    return (f"hour {hour_str(previous)} is neither trained nor recorded missing (the head is "
-            f"{state.head}, hour {hour_str(head_hour)}): hours train in order. Recover "
-            f"{hour_str(previous)} first (clear its run), or record it missing with "
-            f"`streamtrain mark-missing --hour {hour_str(previous)}`")
+    first = hour_str(unsettled[0])
+    return (f"{len(unsettled)} hour(s) before {hour_str(hour)} are neither trained nor recorded "
+            f"missing, the first {first} (the head is {state.head}, hour {hour_str(head_hour)}): "
+            f"hours train in order. Recover {first} first (clear its run), or record it missing "
+            f"with `streamtrain mark-missing --hour {first}`")
 
 
 def version_meta(cfg, version: str) -> dict:

@@ -1,7 +1,7 @@
 """Recovering a failed hour through the real scheduler, following docs/airflow.md as written.
 
-Hour 1 has a bad row (label 3 with ``bad_rows = "fail"``): its ``train`` fails for real, after its
-retries, and run 1 is *failed*. Run 2 then takes the only slot and waits on ``depends_on_past``
+Hour 1 has a bad row (label 3 with ``bad_rows = "fail"``): its ``train`` fails for real, at once
+(bad data exits with ``EXIT_BAD_INPUT``, which is not retried), and run 1 is *failed*. Run 2 then takes the only slot and waits on ``depends_on_past``
 forever (its ``train`` has no state). The operator fixes the file and follows "Recovering a failed
 hour": mark run 2 failed (REST), ``airflow tasks clear -s <H> -e <H+1> -y``, check the chain. Every
 hour ends up in the chain once, in order (also after the backfill was marked complete).
@@ -87,7 +87,7 @@ def test_failed_hour_blocks_later_hours_until_recovered(af):
     try:
         wait_http(f"http://127.0.0.1:{af.port}/api/v2/monitor/health", 180, running)
 
-        # hour 1 fails after its retries; run 2 holds the slot, its train blocked on the past
+        # hour 1 fails (bad data: no retries); run 2 holds the slot, its train blocked on the past
         states = wait_runs(running, af.dag_id, hours, timeout=400)
         assert list(states.values())[:2] == ["success", "failed"], _tis(af)
         _wait("run 2 blocked", lambda: _tis(af).get(("02", "wait_for_partition")) == "success",
@@ -99,14 +99,14 @@ def test_failed_hour_blocks_later_hours_until_recovered(af):
         assert run_states(af.home, af.dag_id)[f"{DAY} 02:00:00.000000"] == "running"
         assert [e["hour_str"] for e in ledger(af.model_dir)] == [f"{DAY}T00"]
         # the store's guard would refuse too, had train(2) been started (e.g. marked success)
-        assert "hour 2026-01-01T01 is neither trained nor recorded missing" in order_problem(
-            load_config(str(af.config)), hours[2])
+        assert "the first 2026-01-01T01" in order_problem(load_config(str(af.config)), hours[2])
 
         # step 1: the failed train's log: the command, the failing rank's error line, the exit code
         logs = sorted(af.home.glob("logs/dag_id=*/run_id=*T01:00:00*/task_id=train/attempt=*.log"))
-        assert len(logs) == 3, logs  # the first try and its 2 retries
+        assert len(logs) == 1, logs  # bad input data is not retried
         text = logs[-1].read_text(errors="replace")
-        assert "running: " in text and "mpiexec exited with code 1" in text, text[-3000:]
+        assert "running: " in text and "bad input data: mpiexec exited with code 3" in text, \
+            text[-3000:]
         assert "[streamtrain] error: rank" in text, text[-3000:]
         assert f"{bad.name}: column 'label', row 0: label must be 0 or 1, got 3" in text
 
