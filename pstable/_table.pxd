@@ -33,8 +33,8 @@ cdef struct RowHeader:
     int32_t last_seen           # hour index of the newest push of this feature
     float32_t show              # decayed show count
     float32_t click             # decayed click count
-    uint32_t mark               # bit 0: changed since mark_saved(); bits 1..31: 1 + index of the
-                                # feature among the unique features of the push in progress (0 = none)
+    uint32_t mark               # bit 0: changed since mark_saved(); bit 1: flagged for eviction
+                                # (inside end_day only)
 
 
 cdef struct Slab:
@@ -49,6 +49,14 @@ cdef struct Slab:
     uint64_t cap_blocks         # length of the blocks / block_chunks arrays
     uint64_t spare              # chunks of the last block not handed out yet
     uint64_t alloc_bytes        # bytes of all blocks
+
+
+cdef struct DedupEntry:         # a bucket of the push-local table merging duplicate features
+    uint64_t h                  # feat_hash(key, slot); with the slot it identifies the feature
+                                # exactly (the hash is a bijection of key ^ slot * golden)
+    int32_t slot
+    uint32_t x                  # i: first key of the feature (no duplicate yet), or
+                                # ACC_FLAG | a: its sums are in accumulator a; 0xFFFFFFFF = empty
 
 
 cdef struct Index:
@@ -79,9 +87,15 @@ cdef class SparseTable:
     cdef double count_min, prob, threshold
     cdef double nonclk, clk, decay, del_threshold
     cdef int64_t del_days
-    cdef char* scratch                  # per-push buffers (unique features), grown on demand
+    cdef char* scratch                  # per-push buffers, grown on demand and reused (one block):
     cdef uint64_t scratch_bytes
-    cdef uint64_t scratch_rows
+    cdef uint64_t scratch_rows          # keys per push they hold
+    cdef DedupEntry* dd                 # push-local dedup table, ix_capacity_for(keys) buckets
+    cdef uint32_t* u_first              # per unique feature, in order of first appearance: its first key
+    cdef uint32_t* k_acc                # per key that is a first appearance: its accumulator or EMPTY
+    cdef float* acc                     # accumulators (show, click, grads[1+dim]) of duplicated features
+    cdef uint64_t last_n, last_nu       # keys and unique features of the previous push: the merge
+                                        # table is sized for about as many uniques (fits caches)
     cdef uint64_t oom_bytes             # size of the allocation that failed, for the MemoryError
     cdef list tomb_keys                 # uint64 arrays of features evicted since mark_saved()
     cdef list tomb_slots                # int32 arrays, parallel to tomb_keys
@@ -98,8 +112,6 @@ cdef class SparseTable:
     cdef int _push(self, const uint64_t* keys, const int32_t* slots, const float* shows,
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,
                    uint64_t* res) noexcept nogil
-    cdef void _clear_marks(self, const uint8_t* u_kind, const uint32_t* u_idx,
-                           uint64_t nu) noexcept nogil
     cdef uint64_t _decay_flag(self, Slab* s, int32_t hour, bint by_score) noexcept nogil
     cdef int _compact(self, Slab* s, Index* ix, object keys_out, object slots_out) except -2
     cdef _fill(self, dict cols, uint64_t start, bint only)

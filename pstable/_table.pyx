@@ -6,6 +6,8 @@ Hot paths (pull, push, load, rehash) are single ``with nogil:`` loops over raw p
 typed memoryviews, processing keys in groups with software prefetch:
 hash a group and prefetch its buckets, probe the previous group and prefetch its rows, then
 gather / update the group before that (a three-stage pipeline over groups of ``GROUP`` keys).
+Push first merges duplicates in a push-local table (no row read), then touches each unique
+feature's row once (see ``_push``).
 """
 
 from collections import namedtuple
@@ -26,6 +28,7 @@ cdef extern from *:
     #include <stdint.h>
     #define PST_EMPTY ((uint32_t)0xFFFFFFFFu)
     #define PST_HI ((uint64_t)0xFFFFFFFF00000000ull)
+    #define PST_ACC_FLAG ((uint32_t)0x80000000u)  /* DedupEntry.x is an accumulator, not a key */
     #define PST_GOLDEN ((uint64_t)0x9E3779B97F4A7C15ull)
     /* salts: the index hash must not correlate with trainer.sharding.mix64 (same finaliser) */
     #define PST_INDEX_SALT ((uint64_t)0x5851F42D4C957F2Dull)
@@ -42,6 +45,7 @@ cdef extern from *:
     #else
     #define PST_CHECK(cond) ((void)0)
     #endif
+    #include <math.h>
     #include <stdlib.h>
     #include <sys/mman.h>
     /* 2 MiB aligned and advised as transparent huge pages when that big; free() releases it */
@@ -66,6 +70,27 @@ cdef extern from *:
     static inline void pst_add(float *restrict dst, const float *restrict src, int n) {
         for (int j = 0; j < n; j++) dst[j] = dst[j] + src[j];
     }
+    /* the adagrad rule on one row, exactly the operations (and their order) of the reference;
+       plain C with restrict so the weight loop vectorises and the clip compiles to min/max */
+    static inline void pst_adagrad(float *restrict w, float *restrict st, const float *restrict g,
+                                   int W, double lr, double g2init, double bounds, double dim) {
+        double scale = sqrt(g2init / (g2init + st[0]));
+        double x = (double)w[0] - lr * g[0] * scale;
+        x = x > bounds ? bounds : x;
+        x = x < -bounds ? -bounds : x;
+        w[0] = (float)x;
+        st[0] = (float)((double)st[0] + (double)g[0] * g[0]);
+        scale = sqrt(g2init / (g2init + st[1]));
+        for (int j = 1; j < W; j++) {
+            double y = (double)w[j] - lr * (double)g[j] * scale;
+            y = y > bounds ? bounds : y;
+            y = y < -bounds ? -bounds : y;
+            w[j] = (float)y;
+        }
+        double acc = 0.0;
+        for (int j = 1; j < W; j++) acc += (double)g[j] * (double)g[j];
+        st[1] = (float)((double)st[1] + acc / dim);
+    }
     static inline void pst_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
     static inline void pst_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
     /* splitmix64 finaliser */
@@ -77,6 +102,7 @@ cdef extern from *:
     """
     uint32_t PST_EMPTY
     uint64_t PST_HI
+    uint32_t PST_ACC_FLAG
     uint64_t PST_GOLDEN
     uint64_t PST_INDEX_SALT
     uint64_t PST_INIT_SALT
@@ -84,6 +110,8 @@ cdef extern from *:
     int PST_CHUNK_SHIFT
     uint64_t PST_CHUNK_ROWS
     uint64_t PST_CHUNK_MASK
+    void pst_adagrad(float* w, float* st, const float* g, int W, double lr, double g2init,
+                     double bounds, double dim) noexcept nogil
     void pst_prefetch_r(const void *p) noexcept nogil
     void pst_prefetch_w(const void *p) noexcept nogil
     uint64_t pst_mix64(uint64_t z) noexcept nogil
@@ -105,9 +133,6 @@ cdef enum:
     POLICY_COUNT = 1
     POLICY_PROB = 2
     POLICY_SHOW_CLICK = 3
-    KIND_ROW = 0               # unique feature of a push: an existing row
-    KIND_NEW_ROW = 1           # a row created by this push (policy none)
-    KIND_PENDING = 2           # a pending entry (admission decided in phase 2)
     STATE_ROW = 0
     STATE_PENDING = 1
     STATE_TOMBSTONE = 2
@@ -649,6 +674,9 @@ cdef class SparseTable:
         self.scratch = NULL
         self.scratch_bytes = 0
         self.scratch_rows = 0
+        self.dd = NULL
+        self.u_first = self.k_acc = NULL
+        self.acc = NULL
         self.busy = False
 
     def counters(self):
@@ -839,41 +867,40 @@ cdef class SparseTable:
         return PushResult(int(res[0]), int(res[1]), int(res[2]))
 
     cdef _ensure_scratch(self, Py_ssize_t n):
-        cdef uint64_t per = 4 * (self.width + 2) + 4 + 1  # record, row id, kind
+        """Push buffers for `n` keys (one huge-page block, reused; grown by half at least)."""
         cdef uint64_t rows = n
+        cdef uint64_t dcap, nbytes
         cdef char* p
         if rows <= self.scratch_rows:
             return
         if rows < self.scratch_rows * 3 // 2:
             rows = self.scratch_rows * 3 // 2
-        p = <char*>pst_big_alloc(rows * per + 8)  # huge pages: duplicates add into random records
+        dcap = ix_capacity_for(rows)
+        nbytes = (dcap * sizeof(DedupEntry) + rows * 2 * sizeof(uint32_t)
+                  + (rows // 2 + 1) * (self.width + 2) * sizeof(float))
+        p = <char*>pst_big_alloc(nbytes)
         if p == NULL:
-            raise MemoryError(f"pstable: could not allocate {rows * per + 8} bytes for push buffers")
+            raise MemoryError(f"pstable: could not allocate {nbytes} bytes for push buffers")
         free(self.scratch)
         self.scratch = p
         self.scratch_rows = rows
-        self.scratch_bytes = rows * per + 8
+        self.scratch_bytes = nbytes
+        self.dd = <DedupEntry*>p
+        self.u_first = <uint32_t*>(self.dd + dcap)
+        self.k_acc = self.u_first + rows
+        self.acc = <float*>(self.k_acc + rows)  # at most rows // 2 features have a duplicate
 
     cdef void _apply(self, float* w, const float* g) noexcept nogil:
         """The optimizer rule on one row (weights then opt_state), every weight clipped."""
         cdef float* st = w + self.width
         cdef int j, W = self.width
-        cdef double scale, acc, b1p, b2p, lr_t, eps_t, m, v, gj
+        cdef double b1p, b2p, lr_t, eps_t, m, v, gj
         cdef float mf, vf
         if self.rule == RULE_SGD:
             for j in range(W):
                 w[j] = clip(<double>w[j] - self.lr * g[j], self.bounds)
         elif self.rule == RULE_ADAGRAD:
-            scale = sqrt(self.g2init / (self.g2init + st[0]))
-            w[0] = clip(<double>w[0] - self.lr * g[0] * scale, self.bounds)
-            st[0] = <float>(<double>st[0] + <double>g[0] * g[0])
-            scale = sqrt(self.g2init / (self.g2init + st[1]))
-            acc = 0.0
-            for j in range(1, W):
-                gj = g[j]
-                w[j] = clip(<double>w[j] - self.lr * gj * scale, self.bounds)
-                acc += gj * gj
-            st[1] = <float>(<double>st[1] + acc / self.dim)
+            pst_adagrad(w, st, g, W, self.lr, self.g2init, self.bounds, self.dim)
         else:
             b1p = st[2 * W]
             b2p = st[2 * W + 1]
@@ -903,243 +930,305 @@ cdef class SparseTable:
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,
                    uint64_t* res) noexcept nogil:
         cdef int W = self.width
-        cdef int R = W + 2                      # floats per unique record: show, click, grads[W]
+        cdef int R = W + 2                      # floats per accumulator: show, click, grads[W]
         cdef uint64_t rbytes = R * sizeof(float)
-        # scratch, per unique feature in order of first appearance
-        cdef float* u_rec = <float*>self.scratch
-        cdef uint32_t* u_idx = <uint32_t*>(u_rec + self.scratch_rows * R)
-        cdef uint8_t* u_kind = <uint8_t*>(u_idx + self.scratch_rows)
-        cdef uint64_t nu = 0
-        # pipeline state: a ring of 4 groups
-        cdef uint64_t hs[4 * GROUP]
-        cdef uint32_t cand[4 * GROUP]
-        cdef uint64_t cpos[4 * GROUP]
-        cdef uint64_t dup[4 * GROUP]            # unique record a duplicate adds into, or NO_DUP
-        cdef uint64_t ver[4]
-        cdef uint64_t NO_DUP = 0xFFFFFFFFFFFFFFFF
+        cdef DedupEntry* dd = self.dd
+        cdef uint32_t* u_first = self.u_first
+        cdef uint32_t* k_acc = self.k_acc
+        cdef float* acc = self.acc
+        cdef uint64_t dcap, dmask, dshift
+        cdef uint64_t est = n
+        cdef bint full = False
+        cdef uint64_t nu = 0                    # unique features so far
+        cdef uint32_t na = 0                    # accumulators handed out
+        # pipeline state: rings of 3 groups
+        cdef uint64_t hs[3 * GROUP]
+        cdef uint32_t act_a[3 * GROUP]          # phase 1: accumulator key i adds into, or EMPTY
+        cdef uint32_t act_f[3 * GROUP]          # phase 1: first key to copy into it first, or EMPTY
+        cdef uint32_t cand[3 * GROUP]           # phase 2: candidate row of the probe
+        cdef uint64_t cpos[3 * GROUP]
+        cdef uint64_t ver[3]
         cdef Py_ssize_t ngroups = (n + GROUP - 1) // GROUP
-        cdef Py_ssize_t g, i, lo, hi
-        cdef int ring, j
-        cdef uint64_t h, pos, u, m, D, off
-        cdef uint32_t r, moved
+        cdef Py_ssize_t g, i, lo, hi, u, f, nun
+        cdef int ring
+        cdef uint64_t h, pos, ppos, off
+        cdef uint32_t r, pr, a, x
+        cdef int32_t slot
+        cdef uint64_t key
+        cdef DedupEntry* e
         cdef RowHeader* hdr
         cdef RowHeader* pe
         cdef char* p
         cdef float* rec
-        cdef const float* gi
-        cdef uint8_t kind
+        cdef const float* gp
+        cdef float sh, ck
+        cdef bint created
+        cdef bint check_pend
         cdef Index* ix = &self.rows_ix
         cdef Slab* s = &self.rows
         cdef int rc = 0
+        PST_CHECK(<uint64_t>n <= self.scratch_rows)
 
-        # ---- phase 1: find or create each feature, merge duplicates into unique records ----
-        # stage 1 hashes group g and prefetches buckets; stage 2 probes group g-1 to the first tag
-        # match and prefetches the row; stage 3 resolves group g-2 (verify, create, first record or
-        # prefetch of the record a duplicate adds into); stage 4 adds the duplicates of group g-3.
-        for g in range(ngroups + 3):
+        # ---- phase 1: merge duplicates in the push-local table (sums in batch order) ----
+        # stage 1 hashes group g and prefetches its dedup buckets; stage 2 probes group g-1 in
+        # batch order (a new feature is appended to u_first, a duplicate gets an accumulator) and
+        # prefetches what stage 3 reads; stage 3 adds the duplicates of group g-2.
+        # The table is sized for the unique fraction of the previous push (+12.5%), so it stays
+        # cache-sized when keys repeat; if it fills past 3/4 the pass restarts at full size (the
+        # pass only writes push buffers, and the result does not depend on the size).
+        if self.last_n > 0:
+            est = self.last_nu * <uint64_t>n // self.last_n
+            est += est // 8 + 64
+            if est > <uint64_t>n:
+                est = n
+        dcap = ix_capacity_for(est)
+        while True:
+            PST_CHECK(dcap <= ix_capacity_for(self.scratch_rows))
+            dmask = dcap - 1
+            dshift = shift_for(dcap)
+            nu = 0
+            na = 0
+            full = False
+            memset(dd, 0xFF, dcap * sizeof(DedupEntry))
+            for g in range(ngroups + 2):
+                if g < ngroups:
+                    ring = (g % 3) * GROUP
+                    lo = g * GROUP
+                    hi = lo + GROUP if lo + GROUP < n else n
+                    for i in range(lo, hi):
+                        h = feat_hash(keys[i], slots[i])
+                        hs[ring + i - lo] = h
+                        pst_prefetch_w(&dd[h >> dshift])
+                if 1 <= g <= ngroups:
+                    ring = ((g - 1) % 3) * GROUP
+                    lo = (g - 1) * GROUP
+                    hi = lo + GROUP if lo + GROUP < n else n
+                    for i in range(lo, hi):
+                        h = hs[ring + i - lo]
+                        slot = slots[i]
+                        pos = h >> dshift
+                        while True:
+                            e = &dd[pos]
+                            if e.x == PST_EMPTY:        # first appearance
+                                if (nu + 1) * 4 > dcap * 3:
+                                    full = True
+                                    break
+                                e.h = h
+                                e.slot = slot
+                                e.x = <uint32_t>i
+                                PST_CHECK(nu < <uint64_t>n)
+                                u_first[nu] = <uint32_t>i
+                                nu += 1
+                                k_acc[i] = PST_EMPTY
+                                act_a[ring + i - lo] = PST_EMPTY
+                                break
+                            if e.h == h and e.slot == slot:
+                                x = e.x
+                                if x & PST_ACC_FLAG:
+                                    a = x & ~PST_ACC_FLAG
+                                    act_f[ring + i - lo] = PST_EMPTY
+                                else:                   # second appearance: start an accumulator
+                                    a = na
+                                    na += 1
+                                    PST_CHECK(a <= self.scratch_rows // 2)
+                                    e.x = PST_ACC_FLAG | a
+                                    act_f[ring + i - lo] = x
+                                    pst_prefetch_r(grads + <uint64_t>x * W)
+                                    pst_prefetch_r(grads + <uint64_t>x * W + W - 1)
+                                    pst_prefetch_r(shows + x)
+                                    pst_prefetch_r(clicks + x)
+                                    pst_prefetch_w(k_acc + x)
+                                act_a[ring + i - lo] = a
+                                rec = acc + <uint64_t>a * R
+                                off = 0
+                                while off < rbytes:
+                                    pst_prefetch_w(<char*>rec + off)
+                                    off += 64
+                                pst_prefetch_w(<char*>rec + rbytes - 1)
+                                break
+                            pos = (pos + 1) & dmask
+                        if full:
+                            break
+                if full:
+                    break
+                if g >= 2:
+                    ring = ((g - 2) % 3) * GROUP
+                    lo = (g - 2) * GROUP
+                    hi = lo + GROUP if lo + GROUP < n else n
+                    for i in range(lo, hi):
+                        a = act_a[ring + i - lo]
+                        if a == PST_EMPTY:
+                            continue
+                        rec = acc + <uint64_t>a * R
+                        x = act_f[ring + i - lo]
+                        if x != PST_EMPTY:
+                            k_acc[x] = a
+                            rec[0] = shows[x]
+                            rec[1] = clicks[x]
+                            pst_copy(rec + 2, grads + <uint64_t>x * W, W)
+                        rec[0] = rec[0] + shows[i]
+                        rec[1] = rec[1] + clicks[i]
+                        pst_add(rec + 2, grads + i * W, W)
+            if not full:
+                break
+            dcap = ix_capacity_for(<uint64_t>n)  # never fills: n keys at most
+        self.last_n = n
+        self.last_nu = nu
+
+        # ---- phase 2: per unique feature, in order of first appearance: find or create the row
+        # (or the pending entry, and decide admission), counters, optimizer, changed mark.
+        # stage 1 hashes group g and prefetches its buckets; stage 2 probes group g-1 to the first
+        # tag match and prefetches the whole row; stage 3 resolves and updates group g-2.
+        nun = <Py_ssize_t>nu
+        ngroups = (nun + GROUP - 1) // GROUP
+        for g in range(ngroups + 2):
+            check_pend = self.pend.size > 0 or self.policy != POLICY_NONE
             if g < ngroups:
-                ring = (g % 4) * GROUP
+                ring = (g % 3) * GROUP
                 lo = g * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
-                for i in range(lo, hi):
-                    h = feat_hash(keys[i], slots[i])
-                    hs[ring + i - lo] = h
+                hi = lo + GROUP if lo + GROUP < nun else nun
+                for u in range(lo, hi):
+                    f = u_first[u]
+                    h = feat_hash(keys[f], slots[f])
+                    hs[ring + u - lo] = h
                     pst_prefetch_r(&ix.buckets[h >> ix.shift])
             if 1 <= g <= ngroups:
-                ring = ((g - 1) % 4) * GROUP
+                ring = ((g - 1) % 3) * GROUP
                 lo = (g - 1) * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
-                ver[(g - 1) % 4] = ix.version
-                for i in range(lo, hi):
-                    r = ix_candidate(ix, hs[ring + i - lo], &cpos[ring + i - lo])
-                    cand[ring + i - lo] = r
+                hi = lo + GROUP if lo + GROUP < nun else nun
+                ver[(g - 1) % 3] = ix.version
+                for u in range(lo, hi):
+                    h = hs[ring + u - lo]
+                    r = ix_candidate(ix, h, &cpos[ring + u - lo])
+                    cand[ring + u - lo] = r
                     if r != PST_EMPTY:
-                        p = slab_at(s, r)               # stage 3 needs the header only
-                        pst_prefetch_w(p)
-                        pst_prefetch_w(p + HEADER_BYTES - 1)
-            if 2 <= g <= ngroups + 1:
-                ring = ((g - 2) % 4) * GROUP
+                        prefetch_row_w(s, r)
+                    elif check_pend:
+                        pst_prefetch_r(&self.pend_ix.buckets[h >> self.pend_ix.shift])
+            if g >= 2:
+                ring = ((g - 2) % 3) * GROUP
                 lo = (g - 2) * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
-                for i in range(lo, hi):
-                    h = hs[ring + i - lo]
-                    r = cand[ring + i - lo]
-                    pos = cpos[ring + i - lo]
+                hi = lo + GROUP if lo + GROUP < nun else nun
+                for u in range(lo, hi):
+                    h = hs[ring + u - lo]
+                    f = u_first[u]
+                    key = keys[f]
+                    slot = slots[f]
+                    a = k_acc[f]
+                    if a == PST_EMPTY:
+                        sh = shows[f]
+                        ck = clicks[f]
+                        gp = grads + f * W
+                    else:
+                        rec = acc + <uint64_t>a * R
+                        sh = rec[0]
+                        ck = rec[1]
+                        gp = rec + 2
+                    r = cand[ring + u - lo]
+                    pos = cpos[ring + u - lo]
                     if r != PST_EMPTY:
                         hdr = <RowHeader*>slab_at(s, r)
-                        if hdr.key != keys[i] or hdr.slot != slots[i]:
-                            r = ix_find(ix, s, h, keys[i], slots[i], &pos)
-                    elif ver[(g - 2) % 4] != ix.version:
-                        r = ix_find(ix, s, h, keys[i], slots[i], &pos)
+                        if hdr.key != key or hdr.slot != slot:
+                            r = ix_find(ix, s, h, key, slot, &pos)
+                    elif ver[(g - 2) % 3] != ix.version:   # rows were added since the probe
+                        r = ix_find(ix, s, h, key, slot, &pos)
+                    created = False
                     if r != PST_EMPTY:
-                        hdr = <RowHeader*>slab_at(s, r)
-                        kind = KIND_ROW
+                        p = slab_at(s, r)
                     elif self.policy == POLICY_NONE and self.pend.size == 0:
-                        # admitted at once: create the row now so duplicates find it. (Pending
-                        # entries under policy none come from a load of another policy's export:
-                        # they take the pending path below and are admitted in phase 2.)
+                        # admitted at once. (Pending entries under policy none come from a load
+                        # of another policy's export: they take the pending path below.)
                         if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
                             if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
                                 rc = -1
                                 break
-                            ix_find(ix, s, h, keys[i], slots[i], &pos)
+                            ix_find(ix, s, h, key, slot, &pos)
                         p = slab_append(s, &self.oom_bytes)
                         if p == NULL:
                             rc = -1
                             break
-                        r = <uint32_t>(s.size - 1)
                         hdr = <RowHeader*>p
-                        hdr.key = keys[i]
-                        hdr.slot = slots[i]
+                        hdr.key = key
+                        hdr.slot = slot
                         hdr.last_seen = hour
                         hdr.show = 0.0
                         hdr.click = 0.0
-                        hdr.mark = 0
                         init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + W,
                                     self.dim, self.k, self.rule, h, self.init_mix,
                                     self.init_range, self.beta1, self.beta2)
-                        ix_put(ix, pos, h, r)
-                        kind = KIND_NEW_ROW
+                        ix_put(ix, pos, h, <uint32_t>(s.size - 1))
+                        created = True
                     else:
-                        r = ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
-                        if r == PST_EMPTY:
+                        # not a row: counters go to the pending entry, then admission
+                        pr = ix_find(&self.pend_ix, &self.pend, h, key, slot, &ppos)
+                        if pr == PST_EMPTY:
                             if (self.pend_ix.size + 1) * 4 > (self.pend_ix.mask + 1) * 3:
                                 if ix_grow(&self.pend_ix, (self.pend_ix.mask + 1) * 2,
                                            &self.oom_bytes) != 0:
                                     rc = -1
                                     break
-                                ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
+                                ix_find(&self.pend_ix, &self.pend, h, key, slot, &ppos)
                             p = slab_append(&self.pend, &self.oom_bytes)
                             if p == NULL:
                                 rc = -1
                                 break
-                            r = <uint32_t>(self.pend.size - 1)
-                            hdr = <RowHeader*>p
-                            hdr.key = keys[i]
-                            hdr.slot = slots[i]
-                            hdr.last_seen = hour
-                            hdr.show = 0.0
-                            hdr.click = 0.0
-                            hdr.mark = 0
-                            ix_put(&self.pend_ix, pos, h, r)
-                        hdr = <RowHeader*>slab_at(&self.pend, r)
-                        kind = KIND_PENDING
-                    m = hdr.mark >> 1
-                    PST_CHECK(m <= nu and nu < self.scratch_rows)
-                    if m == 0:
-                        u = nu
-                        nu += 1
-                        hdr.mark = (hdr.mark & 1) | <uint32_t>((u + 1) << 1)
-                        u_kind[u] = kind
-                        u_idx[u] = r
-                        rec = u_rec + u * R
-                        rec[0] = shows[i]
-                        rec[1] = clicks[i]
-                        pst_copy(rec + 2, grads + i * W, W)
-                        dup[ring + i - lo] = NO_DUP
+                            pr = <uint32_t>(self.pend.size - 1)
+                            pe = <RowHeader*>p
+                            pe.key = key
+                            pe.slot = slot
+                            pe.last_seen = hour
+                            pe.show = 0.0
+                            pe.click = 0.0
+                            pe.mark = 0
+                            ix_put(&self.pend_ix, ppos, h, pr)
+                        pe = <RowHeader*>slab_at(&self.pend, pr)
+                        pe.show = pe.show + sh
+                        pe.click = pe.click + ck
+                        if hour > pe.last_seen:
+                            pe.last_seen = hour
+                        if not self._admit(pe, h, hour):
+                            pe.mark = 1
+                            res[1] += 1
+                            continue
+                        # admitted: the row takes the pending counters, then this push's gradient
+                        if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
+                            if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
+                                rc = -1
+                                break
+                        ix_find(ix, s, h, key, slot, &pos)
+                        p = slab_append(s, &self.oom_bytes)
+                        if p == NULL:
+                            rc = -1
+                            break
+                        hdr = <RowHeader*>p
+                        hdr.key = key
+                        hdr.slot = slot
+                        hdr.last_seen = pe.last_seen
+                        hdr.show = pe.show
+                        hdr.click = pe.click
+                        hdr.mark = 1
+                        init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + W,
+                                    self.dim, self.k, self.rule, h, self.init_mix,
+                                    self.init_range, self.beta1, self.beta2)
+                        ix_put(ix, pos, h, <uint32_t>(s.size - 1))
+                        self._apply(<float*>(p + HEADER_BYTES), gp)
+                        res[0] += 1
+                        entry_remove(&self.pend_ix, &self.pend, ppos, pr)  # pend_ix unchanged since
+                        continue
+                    hdr = <RowHeader*>p
+                    hdr.show = hdr.show + sh
+                    hdr.click = hdr.click + ck
+                    if hour > hdr.last_seen:
+                        hdr.last_seen = hour
+                    self._apply(<float*>(p + HEADER_BYTES), gp)
+                    hdr.mark = 1
+                    if created:
+                        res[0] += 1
                     else:
-                        u = m - 1
-                        dup[ring + i - lo] = u
-                        rec = u_rec + u * R
-                        off = 0
-                        while off < rbytes:
-                            pst_prefetch_w(<char*>rec + off)
-                            off += 64
-                        pst_prefetch_w(<char*>rec + rbytes - 1)
+                        res[2] += 1
                 if rc != 0:
                     break
-            if g >= 3:
-                ring = ((g - 3) % 4) * GROUP
-                lo = (g - 3) * GROUP
-                hi = lo + GROUP if lo + GROUP < n else n
-                for i in range(lo, hi):
-                    u = dup[ring + i - lo]
-                    if u == NO_DUP:
-                        continue
-                    rec = u_rec + u * R
-                    rec[0] = rec[0] + shows[i]
-                    rec[1] = rec[1] + clicks[i]
-                    pst_add(rec + 2, grads + i * W, W)
-        if rc != 0:
-            self._clear_marks(u_kind, u_idx, nu)
-            return rc
-
-        # ---- phase 2: counters, admission, optimizer; in order of first appearance ----
-        D = 8
-        for u in range(nu):
-            if u + D < nu and u_kind[u + D] != KIND_PENDING:
-                prefetch_row_w(s, u_idx[u + D])
-            kind = u_kind[u]
-            if kind != KIND_PENDING:
-                p = slab_at(s, u_idx[u])
-                hdr = <RowHeader*>p
-                rec = u_rec + u * R
-                hdr.show = hdr.show + rec[0]
-                hdr.click = hdr.click + rec[1]
-                if hour > hdr.last_seen:
-                    hdr.last_seen = hour
-                self._apply(<float*>(p + HEADER_BYTES), rec + 2)
-                hdr.mark = 1
-                if kind == KIND_NEW_ROW:
-                    res[0] += 1
-                else:
-                    res[2] += 1
-                continue
-            pe = <RowHeader*>slab_at(&self.pend, u_idx[u])
-            rec = u_rec + u * R
-            pe.show = pe.show + rec[0]
-            pe.click = pe.click + rec[1]
-            if hour > pe.last_seen:
-                pe.last_seen = hour
-            h = feat_hash(pe.key, pe.slot)
-            if not self._admit(pe, h, hour):
-                pe.mark = 1
-                res[1] += 1
-                continue
-            # admitted: the row takes the pending counters, then this push's gradient
-            if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-                if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
-                    rc = -1
-                    break
-            ix_find(ix, s, h, pe.key, pe.slot, &pos)
-            p = slab_append(s, &self.oom_bytes)
-            if p == NULL:
-                rc = -1
-                break
-            r = <uint32_t>(s.size - 1)
-            hdr = <RowHeader*>p
-            hdr.key = pe.key
-            hdr.slot = pe.slot
-            hdr.last_seen = pe.last_seen
-            hdr.show = pe.show
-            hdr.click = pe.click
-            hdr.mark = 1
-            init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + W, self.dim,
-                        self.k, self.rule, h, self.init_mix, self.init_range, self.beta1, self.beta2)
-            ix_put(ix, pos, h, r)
-            self._apply(<float*>(p + HEADER_BYTES), rec + 2)
-            res[0] += 1
-            ix_find(&self.pend_ix, &self.pend, h, pe.key, pe.slot, &pos)
-            moved = entry_remove(&self.pend_ix, &self.pend, pos, u_idx[u])
-            if moved != PST_EMPTY:
-                m = (<RowHeader*>slab_at(&self.pend, u_idx[u])).mark >> 1
-                if m != 0:
-                    u_idx[m - 1] = u_idx[u]
-        if rc != 0:
-            self._clear_marks(u_kind, u_idx, nu)
         return rc
-
-    cdef void _clear_marks(self, const uint8_t* u_kind, const uint32_t* u_idx,
-                           uint64_t nu) noexcept nogil:
-        """After a failed push: drop the push-local indexes from every mark still holding one."""
-        cdef uint64_t i
-        cdef RowHeader* hdr
-        for i in range(self.rows.size):
-            hdr = <RowHeader*>slab_at(&self.rows, i)
-            hdr.mark &= 1
-        for i in range(self.pend.size):
-            hdr = <RowHeader*>slab_at(&self.pend, i)
-            hdr.mark &= 1
 
     # ----------------------------------------------------------------------------------------
     # end_day: decay and eviction

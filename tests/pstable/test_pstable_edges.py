@@ -307,3 +307,21 @@ def test_slots_none_means_slot_zero_and_reserve_presizes():
     assert t.memory_breakdown()["rows_index"] == grown["rows_index"]  # no rehash after reserve
     with pytest.raises(RuntimeError, match="already initialised"):
         t.__init__(t.config)
+
+
+def test_merge_table_outgrown_by_a_push_with_more_unique_features():
+    """The push-local merge table is sized from the previous push's unique fraction; a push with
+    far more unique features refills it at full size, with the same result as the reference."""
+    cfg = make_config("adagrad", "count_filter", dim=3)
+    t, ref = SparseTable(cfg), RefTable(cfg)
+    rng = np.random.default_rng(11)
+    for n, n_distinct in ((3000, 2), (5000, 4000), (4000, 4), (6000, 6000)):
+        universe = rng.integers(0, 2**64 - 1, n_distinct, dtype=np.uint64, endpoint=True)
+        keys = universe[rng.integers(0, n_distinct, n)]
+        slots = rng.integers(0, 2, n).astype(np.int32)
+        shows = np.ones(n, np.float32)
+        clicks = (rng.random(n) < 0.2).astype(np.float32)
+        grads = rng.standard_normal((n, 4)).astype(np.float32)
+        assert tuple(t.push(keys, slots, shows, clicks, grads, hour=5)) == \
+            ref.push(keys, slots, shows, clicks, grads, hour=5)
+        assert_same_state(t, ref)
