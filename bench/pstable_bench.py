@@ -154,7 +154,7 @@ def run(args):
                 print(f"{dim:>4} {n_rows:>9,} {dist:>7} | {pull_r / 1e6:8.2f} {push_r / 1e6:8.2f} | "
                       f"{bound_r / 1e6:9.2f} {pull_r / bound_r:7.0%} | {dict_cols} | "
                       f"{bpr:6.1f} {payload:7d} {bpr / payload:5.2f}", flush=True)
-            del table, slab, dict_impl
+            table = slab = dict_impl = None  # free before the next size
             gc.collect()
         del keys
         gc.collect()

@@ -4,7 +4,6 @@ against the pure-Python reference (pstable_reference.RefTable) to 1e-6."""
 import zlib
 
 import numpy as np
-import pytest
 
 from pstable import SparseTable
 from pstable_cases import EDGE_KEYS, make_config
