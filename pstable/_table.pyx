@@ -421,6 +421,35 @@ cdef inline int ix_room_for_one(Index* ix, uint64_t* oom) noexcept nogil:
     return 0
 
 
+cdef char* entry_upsert(Index* ix, Slab* s, uint64_t h, uint64_t key, int32_t slot,
+                        uint64_t* oom) noexcept nogil:
+    """The entry of (key, slot): found, or appended (contents left to the caller); NULL when
+    memory ran out (`oom` holds the byte count)."""
+    cdef uint64_t pos
+    cdef uint32_t r = ix_find(ix, s, h, key, slot, &pos)
+    cdef char* p
+    if r != PST_EMPTY:
+        return slab_at(s, r)
+    if ix_room_for_one(ix, oom) != 0:
+        return NULL
+    ix_find(ix, s, h, key, slot, &pos)  # the bucket may have moved if the index grew
+    p = slab_append(s, oom)
+    if p != NULL:
+        ix_put(ix, pos, h, <uint32_t>(s.size - 1))
+    return p
+
+
+cdef inline void header_set(RowHeader* hdr, uint64_t key, int32_t slot, float show, float click,
+                            int32_t last_seen) noexcept nogil:
+    """Fill a loaded entry's header; a loaded entry is not changed since the last save."""
+    hdr.key = key
+    hdr.slot = slot
+    hdr.show = show
+    hdr.click = click
+    hdr.last_seen = last_seen
+    hdr.mark = 0
+
+
 cdef void ix_erase(Index* ix, const Slab* s, uint64_t pos) noexcept nogil:
     """Empty bucket `pos` and shift later entries of its cluster back (no tombstones)."""
     cdef uint64_t mask = ix.mask
@@ -1511,29 +1540,14 @@ cdef class SparseTable:
         cdef uint64_t h, pos
         cdef uint32_t r
         cdef char* p
-        cdef RowHeader* hdr
         cdef int W = self.width, K = self.k
         for i in range(n):
             h = feat_hash(keys[i], slots[i])
             if state[i] == STATE_ROW:
-                r = ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
-                if r == PST_EMPTY:
-                    if ix_room_for_one(&self.rows_ix, &self.oom_bytes) != 0:
-                        return -1
-                    ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
-                    p = slab_append(&self.rows, &self.oom_bytes)
-                    if p == NULL:
-                        return -1
-                    ix_put(&self.rows_ix, pos, h, <uint32_t>(self.rows.size - 1))
-                else:
-                    p = slab_at(&self.rows, r)
-                hdr = <RowHeader*>p
-                hdr.key = keys[i]
-                hdr.slot = slots[i]
-                hdr.show = shows[i]
-                hdr.click = clicks[i]
-                hdr.last_seen = last_seen[i]
-                hdr.mark = 0
+                p = entry_upsert(&self.rows_ix, &self.rows, h, keys[i], slots[i], &self.oom_bytes)
+                if p == NULL:
+                    return -1
+                header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
                 memcpy(p + HEADER_BYTES, wts + i * W, W * sizeof(float))
                 if K:
                     memcpy(p + HEADER_BYTES + W * sizeof(float), opt + i * K, K * sizeof(float))
@@ -1544,24 +1558,10 @@ cdef class SparseTable:
                 r = ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
                 if r != PST_EMPTY:
                     entry_remove(&self.rows_ix, &self.rows, pos, r)
-                r = ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
-                if r == PST_EMPTY:
-                    if ix_room_for_one(&self.pend_ix, &self.oom_bytes) != 0:
-                        return -1
-                    ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
-                    p = slab_append(&self.pend, &self.oom_bytes)
-                    if p == NULL:
-                        return -1
-                    ix_put(&self.pend_ix, pos, h, <uint32_t>(self.pend.size - 1))
-                else:
-                    p = slab_at(&self.pend, r)
-                hdr = <RowHeader*>p
-                hdr.key = keys[i]
-                hdr.slot = slots[i]
-                hdr.show = shows[i]
-                hdr.click = clicks[i]
-                hdr.last_seen = last_seen[i]
-                hdr.mark = 0
+                p = entry_upsert(&self.pend_ix, &self.pend, h, keys[i], slots[i], &self.oom_bytes)
+                if p == NULL:
+                    return -1
+                header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
             else:
                 r = ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
                 if r != PST_EMPTY:
