@@ -97,7 +97,7 @@ class TrainOperator(_StreamtrainTask):
         cfg, hour = self._setup(context)
         hs = hour_str(hour)
         status = hour_status(cfg, hour)
-        if status.state == "committed":
+        if status.state in ("committed", "pruned"):
             self.log.info("hour %s is already in the chain as %s (%s): not training it again "
                           "(retrain the head on purpose with `streamtrain train --force`)",
                           hs, status.version, status.kind)
@@ -179,7 +179,7 @@ class SaveOperator(_StreamtrainTask):
         cfg, hour = self._setup(context)
         hs = hour_str(hour)
         status = hour_status(cfg, hour)
-        if status.state != "committed":
+        if status.state not in ("committed", "pruned"):
             self._run(_cli("save", "--config", self.config_path, "--hour", hs, "--kind", self.kind))
             status = hour_status(cfg, hour)
             if status.state != "committed":
@@ -211,6 +211,8 @@ class PublishOperator(_StreamtrainTask):
         cfg, hour = self._setup(context)
         hs = hour_str(hour)
         status = hour_status(cfg, hour)
+        if status.state == "pruned":
+            raise AirflowSkipException(f"{status.version} ({hs}) was pruned: nothing to publish")
         if status.state != "committed":
             raise AirflowException(f"hour {hs} is not committed ({status.state}): nothing to publish")
         meta = version_meta(cfg, status.version)

@@ -104,7 +104,7 @@ class PartitionSensor(BaseSensorOperator):
                       context["run_id"], hour_str(hour), part.location)
 
         status = hour_status(cfg, hour)
-        if status.state == "committed":
+        if status.state in ("committed", "pruned"):
             self.log.info("hour %s is already in the chain as %s (%s): nothing to wait for",
                           hour_str(hour), status.version, status.kind)
             return {**self._out(hour, part), "status": "already_committed"}

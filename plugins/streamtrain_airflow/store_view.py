@@ -16,7 +16,7 @@ class HourStatus:
     """Where a data hour stands in the chain."""
 
     hour: int
-    state: str  #: "committed", "missing" (recorded as missing, not committed) or "absent"
+    state: str  #: "committed", "pruned" (committed, folder since pruned), "missing" or "absent"
     version: str | None = None  #: the committed version (``state == "committed"``)
     kind: str | None = None  #: "full" or "delta" (``state == "committed"``)
     head: str | None = None  #: the head of the chain
@@ -43,6 +43,9 @@ def hour_status(cfg, hour: int) -> HourStatus:
     if version is not None:
         rec = state.versions[version]
         return HourStatus(hour, "committed", version, rec.kind, state.head, staged)
+    if hour in state.pruned_hours:
+        rec = state.pruned_hours[hour]
+        return HourStatus(hour, "pruned", rec.version, rec.kind, state.head, staged)
     if any(ev.get("hour") == hour for ev in state.missing):
         return HourStatus(hour, "missing", head=state.head, staged_hours=staged)
     return HourStatus(hour, "absent", head=state.head, staged_hours=staged)

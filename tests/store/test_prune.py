@@ -66,3 +66,15 @@ def test_interrupted_prune_is_cleaned_by_save(tmp_path):
 def test_keep_bases_must_be_positive(tmp_path):
     with pytest.raises(StoreError, match="keep_bases must be >= 1"):
         prune(tmp_path, keep_bases=0)
+
+
+def test_a_pruned_hour_is_never_trained_again(tmp_path):
+    head = None
+    for day in range(3):
+        head = _day(tmp_path, day, head)
+    prune(tmp_path, keep_bases=2)
+    plan = plan_hour(tmp_path, H0 + 1)  # trained in v000002, since pruned
+    assert plan.skip and "already trained in v000002 (since pruned)" in plan.message
+    with pytest.raises(StoreError, match="since pruned: only the head can be retrained"):
+        plan_hour(tmp_path, H0 + 1, force=True)
+    assert read_state(StoreLayout(tmp_path)).pruned_hours[H0 + 1].version == "v000002"

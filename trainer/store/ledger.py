@@ -130,6 +130,7 @@ class ChainState:
     max_number: int = 0
     rolled_back: dict = field(default_factory=dict)  # version -> seq of the rollback event
     pruned: dict = field(default_factory=dict)  # version -> seq of the prune event
+    pruned_hours: dict = field(default_factory=dict)  # hour -> record of its pruned version
     missing: list = field(default_factory=list)
     by_hour: dict = field(default_factory=dict)  # hour -> visible version
 
@@ -166,6 +167,7 @@ class ChainState:
                     rec = st.versions.pop(v)
                     st.by_hour.pop(rec.hour, None)
                     st.pruned[v] = seq
+                    st.pruned_hours[rec.hour] = rec  # trained once: never again
             else:
                 raise LedgerError(f"{source}: seq {seq} has unknown event {kind_ev!r}")
         return st

@@ -69,6 +69,13 @@ def plan_hour(model_dir, hour: int, *, full_save_hour: int = 0, partition: dict 
     hs = hour_str(hour)
     head = state.head
     committed = state.by_hour.get(hour)
+    if committed is None and hour in state.pruned_hours:
+        pruned = state.pruned_hours[hour].version
+        if force:
+            raise RollbackError(f"hour {hs} was trained in {pruned}, since pruned: only the head "
+                                f"can be retrained (force)")
+        return Plan(hour, hs, "skip", None, head, None, committed_as=pruned,
+                    message=f"hour {hs} already trained in {pruned} (since pruned), nothing to do")
     rollback = None
     changed, diff = None, []
     if committed is not None:
