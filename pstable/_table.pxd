@@ -67,6 +67,8 @@ cdef struct Index:
                                 # read rows
     uint64_t size               # occupied buckets (= rows in the slab)
     uint64_t version            # bumped on every insert, erase or rehash (invalidates probe results)
+    uint64_t epoch              # bumped on every erase or rehash only: while it is unchanged, buckets
+                                # only fill up, so a probe may resume where an earlier one stopped
 
 
 @cython.final                           # cdef methods are called directly (and inlined), not via a vtable
@@ -117,4 +119,5 @@ cdef class SparseTable:
     cdef _fill(self, dict cols, uint64_t start, bint only)
     cdef int _load(self, const uint64_t* keys, const int32_t* slots, const uint8_t* state,
                    const float* shows, const float* clicks, const int32_t* last_seen,
-                   const float* wts, const float* opt, Py_ssize_t n) noexcept nogil
+                   const float* wts, const float* opt, Py_ssize_t n,
+                   uint64_t n_pend_in) noexcept nogil

@@ -64,6 +64,18 @@ cdef extern from *:
     static inline void pst_copy(float *restrict dst, const float *restrict src, int n) {
         for (int j = 0; j < n; j++) dst[j] = src[j];
     }
+    /* load's row copy: gcc turns the plain loop above into a memcpy call, which shows in load's
+       profile; 4 floats at a time with SSE instead (pull and push keep pst_copy: measured) */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline void pst_copy_sse(float *restrict dst, const float *restrict src, int n) {
+        int j = 0;
+        for (; j + 4 <= n; j += 4) _mm_storeu_ps(dst + j, _mm_loadu_ps(src + j));
+        for (; j < n; j++) _mm_store_ss(dst + j, _mm_load_ss(src + j));
+    }
+    #else
+    #define pst_copy_sse pst_copy
+    #endif
     static inline void pst_zero(float *restrict dst, int n) {
         for (int j = 0; j < n; j++) dst[j] = 0.0f;
     }
@@ -118,12 +130,14 @@ cdef extern from *:
     void PST_CHECK(bint cond) noexcept nogil
     void* pst_big_alloc(size_t bytes) noexcept nogil
     void pst_copy(float* dst, const float* src, int n) noexcept nogil
+    void pst_copy_sse(float* dst, const float* src, int n) noexcept nogil
     void pst_zero(float* dst, int n) noexcept nogil
     void pst_add(float* dst, const float* src, int n) noexcept nogil
 
 cdef enum:
     GROUP = 16                 # keys per pipeline stage of push and rehash
     PULL_GROUP = 32            # keys per pipeline stage of pull (measured: longer prefetch distance pays)
+    LOAD_GROUP = 64            # entries per pipeline stage of load
     HEADER_BYTES = 28          # sizeof the RowHeader fields (the struct itself pads to 32)
     MIN_BUCKETS = 64
     RULE_SGD = 0
@@ -261,6 +275,15 @@ cdef char* slab_append(Slab* s, uint64_t* oom) noexcept nogil:
     return slab_at(s, i)
 
 
+cdef inline char* slab_push(Slab* s, uint64_t* oom) noexcept nogil:
+    """slab_append, inlined while the last chunk has room (the common case)."""
+    cdef uint64_t i = s.size
+    if (i >> PST_CHUNK_SHIFT) < s.n_chunks and i < <uint64_t>PST_EMPTY:
+        s.size = i + 1
+        return slab_at(s, i)
+    return slab_append(s, oom)
+
+
 cdef void slab_trim(Slab* s) noexcept nogil:
     """Give back chunks no row uses any more (whole trailing blocks are freed)."""
     cdef uint64_t need = (s.size + PST_CHUNK_ROWS - 1) >> PST_CHUNK_SHIFT
@@ -313,7 +336,14 @@ cdef inline uint32_t ix_candidate(const Index* ix, uint64_t h, uint64_t* pos_out
 cdef inline uint32_t ix_find(const Index* ix, const Slab* s, uint64_t h, uint64_t key,
                              int32_t slot, uint64_t* pos_out) noexcept nogil:
     """Row id of (key, slot), or PST_EMPTY with *pos_out the empty bucket where it would go."""
-    cdef uint64_t pos = h >> ix.shift
+    return ix_find_from(ix, s, h >> ix.shift, h, key, slot, pos_out)
+
+
+cdef inline uint32_t ix_find_from(const Index* ix, const Slab* s, uint64_t pos, uint64_t h,
+                                  uint64_t key, int32_t slot, uint64_t* pos_out) noexcept nogil:
+    """ix_find starting at bucket `pos` of h's probe path: valid when an earlier probe stopped at
+    `pos` (first tag match or empty bucket) and ix.epoch has not changed since (buckets before
+    `pos` on the path can only have filled up, never with this feature)."""
     cdef uint64_t tag = h & PST_HI
     cdef uint64_t b
     cdef RowHeader* hdr
@@ -377,6 +407,7 @@ cdef int ix_rebuild(Index* ix, const Slab* s, uint64_t cap, uint64_t* oom) noexc
     ix.shift = shift
     ix.size = s.size
     ix.version += 1
+    ix.epoch += 1
     return 0
 
 
@@ -404,6 +435,7 @@ cdef int ix_grow(Index* ix, uint64_t cap, uint64_t* oom) noexcept nogil:
     ix.mask = mask
     ix.shift = shift
     ix.version += 1
+    ix.epoch += 1
     return 0
 
 
@@ -421,22 +453,14 @@ cdef inline int ix_room_for_one(Index* ix, uint64_t* oom) noexcept nogil:
     return 0
 
 
-cdef char* entry_upsert(Index* ix, Slab* s, uint64_t h, uint64_t key, int32_t slot,
-                        uint64_t* oom) noexcept nogil:
-    """The entry of (key, slot): found, or appended (contents left to the caller); NULL when
-    memory ran out (`oom` holds the byte count)."""
-    cdef uint64_t pos
-    cdef uint32_t r = ix_find(ix, s, h, key, slot, &pos)
-    cdef char* p
-    if r != PST_EMPTY:
-        return slab_at(s, r)
-    if ix_room_for_one(ix, oom) != 0:
-        return NULL
-    ix_find(ix, s, h, key, slot, &pos)  # the bucket may have moved if the index grew
-    p = slab_append(s, oom)
-    if p != NULL:
-        ix_put(ix, pos, h, <uint32_t>(s.size - 1))
-    return p
+cdef inline uint64_t filter_bits(uint64_t h) noexcept nogil:
+    """The 2 bits of feature hash h in its word of _load's pending filter."""
+    return ((<uint64_t>1) << ((h >> 32) & 63)) | ((<uint64_t>1) << ((h >> 38) & 63))
+
+
+cdef inline bint maybe_in(const uint64_t* filt, uint64_t fmask, uint64_t h) noexcept nogil:
+    cdef uint64_t m = filter_bits(h)
+    return (filt[h & fmask] & m) == m
 
 
 cdef inline void header_set(RowHeader* hdr, uint64_t key, int32_t slot, float show, float click,
@@ -467,6 +491,7 @@ cdef void ix_erase(Index* ix, const Slab* s, uint64_t pos) noexcept nogil:
             i = j
     ix.size -= 1
     ix.version += 1
+    ix.epoch += 1
 
 
 cdef uint32_t entry_remove(Index* ix, Slab* s, uint64_t pos, uint32_t idx) noexcept nogil:
@@ -1497,11 +1522,17 @@ cdef class SparseTable:
         if n and st.max() > STATE_TOMBSTONE:
             bad = int(np.argmax(st > STATE_TOMBSTONE))
             raise ValueError(f"state: expected 0 (row), 1 (pending) or 2 (tombstone), got {st[bad]} at row {bad}")
+        cdef const float[::1] fv
+        cdef Py_ssize_t bad_at
         for name in ("show", "click", "weights", "opt_state"):
             a = arrs[name]
-            if a.size and not np.isfinite(a).all():
-                bad = int(np.argmax(~np.isfinite(a).reshape(n, -1).all(axis=1)))
-                raise ValueError(f"{name}: expected finite values, got a non-finite value at row {bad}")
+            if a.size:
+                fv = a.reshape(-1)
+                with nogil:  # one branch-free pass over the bits (numpy's isfinite makes temporaries)
+                    bad_at = _first_bad(&fv[0], fv.shape[0], False)
+                if bad_at >= 0:
+                    raise ValueError(f"{name}: expected finite values, got a non-finite value at row "
+                                     f"{bad_at // (a.size // n)}")
         if n == 0:
             return
         cdef const uint64_t[::1] kv = arrs["key"]
@@ -1517,17 +1548,19 @@ cdef class SparseTable:
             ov = arrs["opt_state"]
             op = &ov[0, 0]
         cdef uint64_t n_rows_in = int((st == STATE_ROW).sum())
+        cdef uint64_t n_pend_in = int((st == STATE_PENDING).sum())
         cdef int rc
         self._enter()
         try:
             if self.rows.size + n_rows_in > (self.rows_ix.mask + 1) * 3 // 4:
-                with nogil:
-                    rc = ix_rebuild(&self.rows_ix, &self.rows,
-                                    ix_capacity_for(self.rows.size + n_rows_in), &self.oom_bytes)
+                with nogil:  # from the buckets alone (no row is read)
+                    rc = ix_grow(&self.rows_ix, ix_capacity_for(self.rows.size + n_rows_in),
+                                 &self.oom_bytes)
                 if rc != 0:
                     self._raise_oom("load index")
             with nogil:
-                rc = self._load(&kv[0], &sv[0], &stv[0], &shv[0], &ckv[0], &lsv[0], &wv[0, 0], op, n)
+                rc = self._load(&kv[0], &sv[0], &stv[0], &shv[0], &ckv[0], &lsv[0], &wv[0, 0], op, n,
+                                n_pend_in)
             if rc != 0:
                 self._raise_oom("load")
         finally:
@@ -1535,40 +1568,157 @@ cdef class SparseTable:
 
     cdef int _load(self, const uint64_t* keys, const int32_t* slots, const uint8_t* state,
                    const float* shows, const float* clicks, const int32_t* last_seen,
-                   const float* wts, const float* opt, Py_ssize_t n) noexcept nogil:
-        cdef Py_ssize_t i
+                   const float* wts, const float* opt, Py_ssize_t n,
+                   uint64_t n_pend_in) noexcept nogil:
+        """Apply the entries in order, as the three-stage pipeline of pull over groups of
+        LOAD_GROUP: hash group g and prefetch its buckets; probe group g-1 to the first tag match
+        (or empty bucket) and prefetch the entry; apply group g-2 one entry at a time.
+
+        Applying an entry may insert, erase or rehash, so a probe result is only a hint: the apply
+        resumes the probe at the bucket where it stopped if the index's epoch is unchanged (only
+        inserts since: the buckets before it can only have filled up), else probes from the home
+        bucket. Either way it reads the index as it is now, so a later entry of a feature sees
+        (and overwrites) an earlier one of the same call, even in the same group.
+        A row or tombstone entry must drop a pending entry of its feature. Most have none, and
+        the pending index is another random cache miss per entry, so a small filter of every
+        pending feature (one 64-bit word per hash, 2 bits set; about 8 bits per pending entry,
+        cache-sized) is built first: the index is neither prefetched nor probed when the filter
+        says "absent" (always exact; no filter at all while nothing is pending, as in a base
+        load)."""
+        cdef uint64_t hs[3 * LOAD_GROUP]
+        cdef uint64_t rpos[3 * LOAD_GROUP]    # rows_ix bucket where the probe stopped
+        cdef uint64_t ppos[3 * LOAD_GROUP]    # pend_ix bucket where the probe stopped
+        cdef bint pdone[3 * LOAD_GROUP]       # ppos is set (pend_ix was probed for this entry)
+        cdef uint64_t repoch[3]               # rows_ix.epoch / pend_ix.epoch when a group was probed
+        cdef uint64_t pepoch[3]
+        cdef Py_ssize_t ngroups = (n + LOAD_GROUP - 1) // LOAD_GROUP
+        cdef Py_ssize_t g, i, lo, hi
+        cdef int ring, gr, j
         cdef uint64_t h, pos
         cdef uint32_t r
+        cdef uint8_t st
         cdef char* p
         cdef int W = self.width, K = self.k
-        for i in range(n):
-            h = feat_hash(keys[i], slots[i])
-            if state[i] == STATE_ROW:
-                p = entry_upsert(&self.rows_ix, &self.rows, h, keys[i], slots[i], &self.oom_bytes)
-                if p == NULL:
-                    return -1
-                header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
-                memcpy(p + HEADER_BYTES, wts + i * W, W * sizeof(float))
-                if K:
-                    memcpy(p + HEADER_BYTES + W * sizeof(float), opt + i * K, K * sizeof(float))
-                r = ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
-                if r != PST_EMPTY:
-                    entry_remove(&self.pend_ix, &self.pend, pos, r)
-            elif state[i] == STATE_PENDING:
-                r = ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
-                if r != PST_EMPTY:
-                    entry_remove(&self.rows_ix, &self.rows, pos, r)
-                p = entry_upsert(&self.pend_ix, &self.pend, h, keys[i], slots[i], &self.oom_bytes)
-                if p == NULL:
-                    return -1
-                header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
-            else:
-                r = ix_find(&self.rows_ix, &self.rows, h, keys[i], slots[i], &pos)
-                if r != PST_EMPTY:
-                    entry_remove(&self.rows_ix, &self.rows, pos, r)
-                r = ix_find(&self.pend_ix, &self.pend, h, keys[i], slots[i], &pos)
-                if r != PST_EMPTY:
-                    entry_remove(&self.pend_ix, &self.pend, pos, r)
+        cdef Index* rix = &self.rows_ix
+        cdef Slab* rs = &self.rows
+        cdef Index* pix = &self.pend_ix
+        cdef Slab* ps = &self.pend
+        # the filter: bits (h >> 32) & 63 and (h >> 38) & 63 of word h & fmask, for every pending
+        # feature now or inserted by this call (removals leave their bits: false positives only)
+        cdef uint64_t* filt = NULL
+        cdef uint64_t fmask = 0, fw, nf
+        cdef Py_ssize_t q
+        cdef RowHeader* hdr
+        nf = ps.size + n_pend_in
+        if nf > 0:
+            fw = 64
+            while fw * 8 < nf:              # 64 bits per word, ~8 bits per entry
+                fw *= 2
+            filt = <uint64_t*>malloc(fw * sizeof(uint64_t))
+            if filt != NULL:                # without it, every entry probes the pending index
+                memset(filt, 0, fw * sizeof(uint64_t))
+                fmask = fw - 1
+                for q in range(<Py_ssize_t>ps.size):
+                    hdr = <RowHeader*>slab_at(ps, q)
+                    h = feat_hash(hdr.key, hdr.slot)
+                    filt[h & fmask] |= filter_bits(h)
+        for g in range(ngroups + 2):
+            # stage 1: hash group g, prefetch its buckets
+            if g < ngroups:
+                ring = (g % 3) * LOAD_GROUP
+                lo = g * LOAD_GROUP
+                hi = lo + LOAD_GROUP if lo + LOAD_GROUP < n else n
+                for i in range(lo, hi):
+                    h = feat_hash(keys[i], slots[i])
+                    hs[ring + i - lo] = h
+                    pst_prefetch_r(&rix.buckets[h >> rix.shift])
+                    if state[i] != STATE_ROW:
+                        pst_prefetch_r(&pix.buckets[h >> pix.shift])
+                    if filt != NULL:
+                        pst_prefetch_r(&filt[h & fmask])
+            # stage 2: probe group g-1 to the first tag match or empty bucket, prefetch the entry
+            if 1 <= g <= ngroups:
+                gr = (g - 1) % 3
+                ring = gr * LOAD_GROUP
+                lo = (g - 1) * LOAD_GROUP
+                hi = lo + LOAD_GROUP if lo + LOAD_GROUP < n else n
+                repoch[gr] = rix.epoch
+                pepoch[gr] = pix.epoch
+                for i in range(lo, hi):
+                    j = ring + i - lo
+                    h = hs[j]
+                    r = ix_candidate(rix, h, &rpos[j])
+                    if r != PST_EMPTY:
+                        prefetch_row_w(rs, r)
+                    pdone[j] = ps.size > 0 and (state[i] == STATE_PENDING or filt == NULL
+                                                or maybe_in(filt, fmask, h))
+                    if pdone[j]:
+                        r = ix_candidate(pix, h, &ppos[j])
+                        if r != PST_EMPTY:
+                            pst_prefetch_w(slab_at(ps, r))
+            # stage 3: apply group g-2, in order
+            if g >= 2:
+                gr = (g - 2) % 3
+                ring = gr * LOAD_GROUP
+                lo = (g - 2) * LOAD_GROUP
+                hi = lo + LOAD_GROUP if lo + LOAD_GROUP < n else n
+                for i in range(lo, hi):
+                    j = ring + i - lo
+                    h = hs[j]
+                    st = state[i]
+                    # the row, if any (every state needs it)
+                    if rix.epoch == repoch[gr]:
+                        r = ix_find_from(rix, rs, rpos[j], h, keys[i], slots[i], &pos)
+                    else:
+                        r = ix_find(rix, rs, h, keys[i], slots[i], &pos)
+                    if st == STATE_ROW:
+                        if r == PST_EMPTY:
+                            if (rix.size + 1) * 4 > (rix.mask + 1) * 3:
+                                if ix_grow(rix, (rix.mask + 1) * 2, &self.oom_bytes) != 0:
+                                    free(filt)
+                                    return -1
+                                ix_find(rix, rs, h, keys[i], slots[i], &pos)
+                            p = slab_push(rs, &self.oom_bytes)
+                            if p == NULL:
+                                free(filt)
+                                return -1
+                            ix_put(rix, pos, h, <uint32_t>(rs.size - 1))
+                        else:
+                            p = slab_at(rs, r)
+                        header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
+                        pst_copy_sse(<float*>(p + HEADER_BYTES), wts + i * W, W)
+                        if K:
+                            pst_copy_sse(<float*>(p + HEADER_BYTES) + W, opt + i * K, K)
+                    elif r != PST_EMPTY:
+                        entry_remove(rix, rs, pos, r)
+                    if st != STATE_PENDING and (ps.size == 0 or (filt != NULL
+                                                               and not maybe_in(filt, fmask, h))):
+                        continue            # no pending entry of this feature to drop
+                    # the pending entry, if any
+                    if pdone[j] and pix.epoch == pepoch[gr]:
+                        r = ix_find_from(pix, ps, ppos[j], h, keys[i], slots[i], &pos)
+                    else:
+                        r = ix_find(pix, ps, h, keys[i], slots[i], &pos)
+                    if st == STATE_PENDING:
+                        if r == PST_EMPTY:
+                            if (pix.size + 1) * 4 > (pix.mask + 1) * 3:
+                                if ix_grow(pix, (pix.mask + 1) * 2, &self.oom_bytes) != 0:
+                                    free(filt)
+                                    return -1
+                                ix_find(pix, ps, h, keys[i], slots[i], &pos)
+                            p = slab_push(ps, &self.oom_bytes)
+                            if p == NULL:
+                                free(filt)
+                                return -1
+                            ix_put(pix, pos, h, <uint32_t>(ps.size - 1))
+                            if filt != NULL:
+                                filt[h & fmask] |= filter_bits(h)
+                        else:
+                            p = slab_at(ps, r)
+                        header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
+                    elif r != PST_EMPTY:
+                        entry_remove(pix, ps, pos, r)
+        free(filt)
         return 0
 
 

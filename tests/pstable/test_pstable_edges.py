@@ -325,3 +325,69 @@ def test_merge_table_outgrown_by_a_push_with_more_unique_features():
         assert tuple(t.push(keys, slots, shows, clicks, grads, hour=5)) == \
             ref.push(keys, slots, shows, clicks, grads, hour=5)
         assert_same_state(t, ref)
+
+
+def _load_stream(rng, n, feats, dim):
+    """n load entries over a few features (many duplicates: next to each other, in one pipeline
+    group, across groups) with random states and values."""
+    pick = rng.integers(0, len(feats[0]), n)
+    pick[1::7] = pick[0::7][:len(pick[1::7])]          # adjacent duplicates
+    return dict(key=feats[0][pick], slot=feats[1][pick],
+                state=rng.choice([0, 0, 0, 1, 2], n).astype(np.uint8),
+                show=rng.random(n, dtype=np.float32), click=rng.random(n, dtype=np.float32),
+                last_seen=rng.integers(0, 1000, n).astype(np.int32),
+                weights=rng.standard_normal((n, 1 + dim), dtype=np.float32),
+                opt_state=rng.random((n, 2), dtype=np.float32))
+
+
+def _apply_in_order(model, cols):
+    """The contract of load, one entry at a time: {(slot, key): (state, i)} of the winning entry."""
+    for i in range(len(cols["key"])):
+        f = (int(cols["slot"][i]), int(cols["key"][i]))
+        if cols["state"][i] == 2:
+            model.pop(f, None)
+        else:
+            model[f] = (int(cols["state"][i]), cols, i)
+
+
+@pytest.mark.parametrize("n_feats", [3, 40, 5_000])
+def test_load_duplicates_in_one_call_apply_in_order(n_feats):
+    """A later entry of a feature wins, also inside one call's prefetch pipeline (same group, next
+    group, far apart), over rows and pending entries there before the call; loading entry by
+    entry gives the same table, row order included."""
+    dim = 3
+    rng = np.random.default_rng(n_feats)
+    feats = (rng.integers(0, 2**64 - 1, n_feats, dtype=np.uint64, endpoint=True),
+             rng.integers(0, 3, n_feats).astype(np.int32))
+    cfg = make_config("adagrad", "count_filter", dim=dim)
+    base = _load_stream(rng, 3 * n_feats, feats, dim)
+    stream = _load_stream(rng, 20 * n_feats + 100, feats, dim)
+    whole, one_by_one = SparseTable(cfg), SparseTable(cfg)
+    model = {}
+    for cols in (base, stream):
+        whole.load(cols)
+        _apply_in_order(model, cols)
+    one_by_one.load(base)
+    for i in range(len(stream["key"])):
+        one_by_one.load({c: a[i:i + 1] for c, a in stream.items()})
+    got, ref = whole.export(), one_by_one.export()
+    for c in got:
+        assert np.array_equal(got[c], ref[c]), c
+    assert len(whole) + whole.num_pending == len(model)
+    assert whole.export(changed_only=True)["key"].size == 0
+    for j in range(len(got["key"])):
+        st, cols, i = model[(int(got["slot"][j]), int(got["key"][j]))]
+        assert got["state"][j] == st
+        for c in ("show", "click", "last_seen"):
+            assert got[c][j] == cols[c][i], c
+        if st == 0:
+            assert np.array_equal(got["weights"][j], cols["weights"][i])
+            assert np.array_equal(got["opt_state"][j], cols["opt_state"][i])
+    # every entry is findable through the index after all the moves
+    keys = np.array([k for _, k in model], np.uint64)
+    slots = np.array([s for s, _ in model], np.int32)
+    rows = np.array([model[f][0] == 0 for f in model])
+    w = whole.pull(keys, slots)
+    want = np.array([model[f][1]["weights"][model[f][2]] if model[f][0] == 0 else np.zeros(1 + dim)
+                     for f in model], np.float32)
+    assert np.array_equal(w, want) and int(rows.sum()) == len(whole)
