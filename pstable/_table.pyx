@@ -447,10 +447,19 @@ cdef inline uint64_t ix_capacity_for(uint64_t n) noexcept nogil:
     return cap
 
 
-cdef inline int ix_room_for_one(Index* ix, uint64_t* oom) noexcept nogil:
+cdef inline char* entry_append(Index* ix, Slab* s, uint64_t h, uint64_t key, int32_t slot,
+                               uint64_t* pos, uint64_t* oom) noexcept nogil:
+    """Add (key, slot), which ix_find just missed at bucket `pos`: grow the index when full (then
+    find the bucket again), append to the slab and index it. NULL when memory ran out."""
+    cdef char* p
     if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-        return ix_grow(ix, (ix.mask + 1) * 2, oom)
-    return 0
+        if ix_grow(ix, (ix.mask + 1) * 2, oom) != 0:
+            return NULL
+        ix_find(ix, s, h, key, slot, pos)
+    p = slab_push(s, oom)
+    if p != NULL:
+        ix_put(ix, pos[0], h, <uint32_t>(s.size - 1))
+    return p
 
 
 cdef inline uint64_t filter_bits(uint64_t h) noexcept nogil:
@@ -1673,16 +1682,10 @@ cdef class SparseTable:
                         r = ix_find(rix, rs, h, keys[i], slots[i], &pos)
                     if st == STATE_ROW:
                         if r == PST_EMPTY:
-                            if (rix.size + 1) * 4 > (rix.mask + 1) * 3:
-                                if ix_grow(rix, (rix.mask + 1) * 2, &self.oom_bytes) != 0:
-                                    free(filt)
-                                    return -1
-                                ix_find(rix, rs, h, keys[i], slots[i], &pos)
-                            p = slab_push(rs, &self.oom_bytes)
+                            p = entry_append(rix, rs, h, keys[i], slots[i], &pos, &self.oom_bytes)
                             if p == NULL:
                                 free(filt)
                                 return -1
-                            ix_put(rix, pos, h, <uint32_t>(rs.size - 1))
                         else:
                             p = slab_at(rs, r)
                         header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
@@ -1701,16 +1704,10 @@ cdef class SparseTable:
                         r = ix_find(pix, ps, h, keys[i], slots[i], &pos)
                     if st == STATE_PENDING:
                         if r == PST_EMPTY:
-                            if (pix.size + 1) * 4 > (pix.mask + 1) * 3:
-                                if ix_grow(pix, (pix.mask + 1) * 2, &self.oom_bytes) != 0:
-                                    free(filt)
-                                    return -1
-                                ix_find(pix, ps, h, keys[i], slots[i], &pos)
-                            p = slab_push(ps, &self.oom_bytes)
+                            p = entry_append(pix, ps, h, keys[i], slots[i], &pos, &self.oom_bytes)
                             if p == NULL:
                                 free(filt)
                                 return -1
-                            ix_put(pix, pos, h, <uint32_t>(ps.size - 1))
                             if filt != NULL:
                                 filt[h & fmask] |= filter_bits(h)
                         else:

@@ -134,11 +134,5 @@ def fail_job(comm: MPI.Comm, err: BaseException, exit_code: int = 1) -> None:
     sys.stderr.write("".join(traceback.format_exception(err)))
     sys.stderr.flush()
     sys.stdout.flush()
+    time.sleep(0.5)  # let mpiexec's proxy forward these lines before Abort tears the job down
     comm.Abort(exit_code)
-
-
-def agree(comm: MPI.Comm, ok: bool, what: str) -> None:
-    """Every rank states whether `what` succeeded; all fail together if any did not."""
-    failed = comm.allreduce(0 if ok else 1, op=MPI.SUM)
-    if failed:
-        raise JobError(f"{what} failed on {failed} rank(s)")

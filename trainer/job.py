@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 import pstable
 import trainer
 from trainer import partition, store
-from trainer.comm import Backoff, Roles, agree, fail_job
+from trainer.comm import Backoff, Roles, fail_job
 from trainer.config import ModelConfig
 from trainer.hours import hour_of_day, hour_str
 from trainer.metrics import ProgressiveMetrics
@@ -119,7 +119,7 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
         result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg,
                                run_info)
         log("result " + json.dumps(result, sort_keys=True))
-    agree(comm, True, "staging")
+    comm.Barrier()  # no rank exits before rank 0 has written meta.json (a failure aborted all)
     return 0
 
 
