@@ -10,8 +10,9 @@ on ``--threads`` threads) + commit (re-verify every file's size and CRC-32, rena
 fsync). "job save" = the same from one unsplit export, as ``trainer/job.py`` does it
 (``split_by_shard`` with ``sharding.shard_of``, lazily, while shards are written). "load" =
 load_chain + ``Chain.iter_shards`` of every shard of every version (read, CRC-32, decode to
-numpy, files read ahead on threads). ``--table`` adds "load into SparseTable": the job's
-``_load_server_state`` (iter_shards feeding ``pstable.SparseTable.load``).
+numpy, files read ahead on threads). ``--table`` adds "load into SparseTable": what the job's
+``_load_server_state`` does (``reserve`` the base's admitted rows, iter_shards feeding
+``pstable.SparseTable.load``, ``mark_saved``).
 The disk line writes a file of the same size with one fsync and reads it back; the page cache
 cannot be dropped here, so reads (the disk's and the store's) are from cache: they measure CPU,
 not the device. Every line is the median of ``--repeat`` runs; "% of disk" is the median of the
@@ -106,17 +107,23 @@ def save_version(d, hour, kind, parent, shards, compression, threads):
 
 
 def load_all(d, threads, table=False):
+    """Chain load of every shard; ``table``: into a SparseTable as ``job._load_server_state``
+    does it (reserve the base's admitted rows, load every file, mark_saved)."""
     t0 = time.perf_counter()
     ch = load_chain(d, num_shards=SHARDS)
+    mine = Chain.shards_for_rank(SHARDS, 0, 1)
     rows = 0
     tab = None
     if table:
         import pstable
         tab = pstable.SparseTable(pstable.TableConfig(dim=DIM, optimizer={"rule": "adagrad"}))
-    for _s, _v, cols in ch.iter_shards(Chain.shards_for_rank(SHARDS, 0, 1), threads=threads):
+        tab.reserve(ch.admitted_rows(mine))
+    for _s, _v, cols in ch.iter_shards(mine, threads=threads):
         rows += cols["key"].shape[0]
         if tab is not None:
             tab.load(cols)
+    if tab is not None:
+        tab.mark_saved()
     return time.perf_counter() - t0, rows
 
 
@@ -187,7 +194,7 @@ def run(n, folder: Path, compression: str, repeat: int, threads, table: bool):
     line("full load", r["load"], raw, "load%", "cached disk read")
     if table:
         print(f"  load into SparseTable {r['tload']:6.2f} s  {n / r['tload'] / 1e6:6.2f} M rows/s"
-              f"   (the job's _load_server_state: iter_shards -> SparseTable.load)")
+              f"   (as the job's _load_server_state: reserve, iter_shards -> SparseTable.load)")
     line("5% delta save", r["dsave"], draw)
     print(f"  base+delta load {r['dload']:6.2f} s  {(n + m) / r['dload'] / 1e6:6.2f} M rows/s  "
           f"{(raw + draw) / r['dload'] / 1e6:6.0f} MB/s (memory)")

@@ -55,8 +55,17 @@ cdef struct DedupEntry:         # a bucket of the push-local table merging dupli
     uint64_t h                  # feat_hash(key, slot); with the slot it identifies the feature
                                 # exactly (the hash is a bijection of key ^ slot * golden)
     int32_t slot
-    uint32_t x                  # i: first key of the feature (no duplicate yet), or
-                                # ACC_FLAG | a: its sums are in accumulator a; 0xFFFFFFFF = empty
+    uint32_t u                  # the feature's merge record; 0xFFFFFFFF = empty bucket
+
+
+cdef struct MergeHeader:        # a push-local merge record: one per unique feature of a push, in
+                                # order of first appearance, MERGE_HEADER_BYTES of this, then
+                                # grads[1 + dim] (all summed in batch order); stride a multiple of 8
+    uint64_t h                  # feat_hash(key, slot)
+    uint64_t key
+    int32_t slot
+    float32_t show
+    float32_t click
 
 
 cdef struct Index:
@@ -93,9 +102,8 @@ cdef class SparseTable:
     cdef uint64_t scratch_bytes
     cdef uint64_t scratch_rows          # keys per push they hold
     cdef DedupEntry* dd                 # push-local dedup table, ix_capacity_for(keys) buckets
-    cdef uint32_t* u_first              # per unique feature, in order of first appearance: its first key
-    cdef uint32_t* k_acc                # per key that is a first appearance: its accumulator or EMPTY
-    cdef float* acc                     # accumulators (show, click, grads[1+dim]) of duplicated features
+    cdef char* merged                   # merge records, one per unique feature (MergeHeader)
+    cdef uint64_t merge_stride          # bytes per merge record
     cdef uint64_t last_n, last_nu       # keys and unique features of the previous push: the merge
                                         # table is sized for about as many uniques (fits caches)
     cdef uint64_t oom_bytes             # size of the allocation that failed, for the MemoryError

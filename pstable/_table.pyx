@@ -28,7 +28,6 @@ cdef extern from *:
     #include <stdint.h>
     #define PST_EMPTY ((uint32_t)0xFFFFFFFFu)
     #define PST_HI ((uint64_t)0xFFFFFFFF00000000ull)
-    #define PST_ACC_FLAG ((uint32_t)0x80000000u)  /* DedupEntry.x is an accumulator, not a key */
     #define PST_GOLDEN ((uint64_t)0x9E3779B97F4A7C15ull)
     /* salts: the index hash must not correlate with trainer.sharding.mix64 (same finaliser) */
     #define PST_INDEX_SALT ((uint64_t)0x5851F42D4C957F2Dull)
@@ -79,6 +78,9 @@ cdef extern from *:
     static inline void pst_zero(float *restrict dst, int n) {
         for (int j = 0; j < n; j++) dst[j] = 0.0f;
     }
+    static inline void pst_fill(float *restrict dst, float v, int n) {
+        for (int j = 0; j < n; j++) dst[j] = v;
+    }
     static inline void pst_add(float *restrict dst, const float *restrict src, int n) {
         for (int j = 0; j < n; j++) dst[j] = dst[j] + src[j];
     }
@@ -114,7 +116,6 @@ cdef extern from *:
     """
     uint32_t PST_EMPTY
     uint64_t PST_HI
-    uint32_t PST_ACC_FLAG
     uint64_t PST_GOLDEN
     uint64_t PST_INDEX_SALT
     uint64_t PST_INIT_SALT
@@ -132,6 +133,7 @@ cdef extern from *:
     void pst_copy(float* dst, const float* src, int n) noexcept nogil
     void pst_copy_sse(float* dst, const float* src, int n) noexcept nogil
     void pst_zero(float* dst, int n) noexcept nogil
+    void pst_fill(float* dst, float v, int n) noexcept nogil
     void pst_add(float* dst, const float* src, int n) noexcept nogil
 
 cdef enum:
@@ -139,6 +141,7 @@ cdef enum:
     PULL_GROUP = 32            # keys per pipeline stage of pull (measured: longer prefetch distance pays)
     LOAD_GROUP = 64            # entries per pipeline stage of load
     HEADER_BYTES = 28          # sizeof the RowHeader fields (the struct itself pads to 32)
+    MERGE_HEADER_BYTES = 28    # the same for MergeHeader
     MIN_BUCKETS = 64
     RULE_SGD = 0
     RULE_ADAGRAD = 1
@@ -201,13 +204,16 @@ cdef inline char* slab_at(const Slab* s, uint64_t i) noexcept nogil:
     return s.chunks[i >> PST_CHUNK_SHIFT] + (i & PST_CHUNK_MASK) * s.stride
 
 
-cdef inline void prefetch_row_w(const Slab* s, uint64_t i) noexcept nogil:
-    cdef char* p = slab_at(s, i)
+cdef inline void prefetch_bytes_w(const char* p, uint64_t nbytes) noexcept nogil:
     cdef uint64_t off = 0
-    while off < s.stride:
+    while off < nbytes:
         pst_prefetch_w(p + off)
         off += 64
-    pst_prefetch_w(p + s.stride - 1)
+    pst_prefetch_w(p + nbytes - 1)
+
+
+cdef inline void prefetch_row_w(const Slab* s, uint64_t i) noexcept nogil:
+    prefetch_bytes_w(slab_at(s, i), s.stride)
 
 
 cdef inline void prefetch_row_r(const Slab* s, uint64_t i, uint64_t nbytes) noexcept nogil:
@@ -668,6 +674,7 @@ cdef class SparseTable:
         self.del_threshold = config.delete_threshold
         self.del_days = config.delete_after_unseen_days
         self.rows.stride = ((HEADER_BYTES + 4 * (self.width + self.k)) + 7) // 8 * 8
+        self.merge_stride = (MERGE_HEADER_BYTES + 4 * self.width + 7) // 8 * 8
         self.pend.stride = 32
         self.tomb_keys = []
         self.tomb_slots = []
@@ -738,8 +745,7 @@ cdef class SparseTable:
         self.scratch_bytes = 0
         self.scratch_rows = 0
         self.dd = NULL
-        self.u_first = self.k_acc = NULL
-        self.acc = NULL
+        self.merged = NULL
         self.busy = False
 
     def counters(self):
@@ -939,8 +945,7 @@ cdef class SparseTable:
         if rows < self.scratch_rows * 3 // 2:
             rows = self.scratch_rows * 3 // 2
         dcap = ix_capacity_for(rows)
-        nbytes = (dcap * sizeof(DedupEntry) + rows * 2 * sizeof(uint32_t)
-                  + (rows // 2 + 1) * (self.width + 2) * sizeof(float))
+        nbytes = dcap * sizeof(DedupEntry) + rows * self.merge_stride
         p = <char*>pst_big_alloc(nbytes)
         if p == NULL:
             raise MemoryError(f"pstable: could not allocate {nbytes} bytes for push buffers")
@@ -949,9 +954,7 @@ cdef class SparseTable:
         self.scratch_rows = rows
         self.scratch_bytes = nbytes
         self.dd = <DedupEntry*>p
-        self.u_first = <uint32_t*>(self.dd + dcap)
-        self.k_acc = self.u_first + rows
-        self.acc = <float*>(self.k_acc + rows)  # at most rows // 2 features have a duplicate
+        self.merged = <char*>(self.dd + dcap)
 
     cdef void _apply(self, float* w, const float* g) noexcept nogil:
         """The optimizer rule on one row (weights then opt_state), every weight clipped."""
@@ -993,36 +996,31 @@ cdef class SparseTable:
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,
                    uint64_t* res) noexcept nogil:
         cdef int W = self.width
-        cdef int R = W + 2                      # floats per accumulator: show, click, grads[W]
-        cdef uint64_t rbytes = R * sizeof(float)
         cdef DedupEntry* dd = self.dd
-        cdef uint32_t* u_first = self.u_first
-        cdef uint32_t* k_acc = self.k_acc
-        cdef float* acc = self.acc
+        cdef char* merged = self.merged
+        cdef uint64_t mstride = self.merge_stride
         cdef uint64_t dcap, dmask, dshift
         cdef uint64_t est = n
         cdef bint full = False
-        cdef uint64_t nu = 0                    # unique features so far
-        cdef uint32_t na = 0                    # accumulators handed out
+        cdef uint64_t nu = 0                    # unique features (merge records) so far
         # pipeline state: rings of 3 groups
         cdef uint64_t hs[3 * GROUP]
-        cdef uint32_t act_a[3 * GROUP]          # phase 1: accumulator key i adds into, or EMPTY
-        cdef uint32_t act_f[3 * GROUP]          # phase 1: first key to copy into it first, or EMPTY
+        cdef uint32_t step[3 * GROUP]           # phase 1: the merge record the key adds into
         cdef uint32_t cand[3 * GROUP]           # phase 2: candidate row of the probe
         cdef uint64_t cpos[3 * GROUP]
         cdef uint64_t ver[3]
         cdef Py_ssize_t ngroups = (n + GROUP - 1) // GROUP
-        cdef Py_ssize_t g, i, lo, hi, u, f, nun
+        cdef Py_ssize_t g, i, lo, hi, u, nun
         cdef int ring
-        cdef uint64_t h, pos, ppos, off
-        cdef uint32_t r, pr, a, x
+        cdef uint64_t h, pos, ppos
+        cdef uint32_t r, pr
         cdef int32_t slot
         cdef uint64_t key
         cdef DedupEntry* e
+        cdef MergeHeader* m
         cdef RowHeader* hdr
         cdef RowHeader* pe
         cdef char* p
-        cdef float* rec
         cdef const float* gp
         cdef float sh, ck
         cdef bint created
@@ -1032,13 +1030,14 @@ cdef class SparseTable:
         cdef int rc = 0
         PST_CHECK(<uint64_t>n <= self.scratch_rows)
 
-        # ---- phase 1: merge duplicates in the push-local table (sums in batch order) ----
+        # ---- phase 1: merge duplicate features into one record each (sums in batch order).
         # stage 1 hashes group g and prefetches its dedup buckets; stage 2 probes group g-1 in
-        # batch order (a new feature is appended to u_first, a duplicate gets an accumulator) and
-        # prefetches what stage 3 reads; stage 3 adds the duplicates of group g-2.
-        # The table is sized for the unique fraction of the previous push (+12.5%), so it stays
-        # cache-sized when keys repeat; if it fills past 3/4 the pass restarts at full size (the
-        # pass only writes push buffers, and the result does not depend on the size).
+        # batch order (a new feature gets the next record, its sums set to -0.0, the identity of
+        # float addition; a duplicate gets its feature's record, prefetched); stage 3 adds the
+        # show, click and gradients of group g-2 into their records.
+        # The dedup table is sized for the unique fraction of the previous push (+12.5%), so it
+        # stays cache-sized when keys repeat; if it fills past 3/4 the pass restarts at full size
+        # (the pass only writes push buffers, and the result does not depend on the size).
         if self.last_n > 0:
             est = self.last_nu * <uint64_t>n // self.last_n
             est += est // 8 + 64
@@ -1050,7 +1049,6 @@ cdef class SparseTable:
             dmask = dcap - 1
             dshift = shift_for(dcap)
             nu = 0
-            na = 0
             full = False
             memset(dd, 0xFF, dcap * sizeof(DedupEntry))
             for g in range(ngroups + 2):
@@ -1072,42 +1070,25 @@ cdef class SparseTable:
                         pos = h >> dshift
                         while True:
                             e = &dd[pos]
-                            if e.x == PST_EMPTY:        # first appearance
+                            if e.u == PST_EMPTY:        # first appearance
                                 if (nu + 1) * 4 > dcap * 3:
                                     full = True
                                     break
+                                PST_CHECK(nu < <uint64_t>n)
                                 e.h = h
                                 e.slot = slot
-                                e.x = <uint32_t>i
-                                PST_CHECK(nu < <uint64_t>n)
-                                u_first[nu] = <uint32_t>i
+                                e.u = <uint32_t>nu
+                                m = <MergeHeader*>(merged + nu * mstride)
+                                m.h = h
+                                m.key = keys[i]
+                                m.slot = slot
+                                pst_fill(&m.show, -0.0, W + 2)  # -0 + x == x for every x
+                                step[ring + i - lo] = <uint32_t>nu
                                 nu += 1
-                                k_acc[i] = PST_EMPTY
-                                act_a[ring + i - lo] = PST_EMPTY
                                 break
                             if e.h == h and e.slot == slot:
-                                x = e.x
-                                if x & PST_ACC_FLAG:
-                                    a = x & ~PST_ACC_FLAG
-                                    act_f[ring + i - lo] = PST_EMPTY
-                                else:                   # second appearance: start an accumulator
-                                    a = na
-                                    na += 1
-                                    PST_CHECK(a <= self.scratch_rows // 2)
-                                    e.x = PST_ACC_FLAG | a
-                                    act_f[ring + i - lo] = x
-                                    pst_prefetch_r(grads + <uint64_t>x * W)
-                                    pst_prefetch_r(grads + <uint64_t>x * W + W - 1)
-                                    pst_prefetch_r(shows + x)
-                                    pst_prefetch_r(clicks + x)
-                                    pst_prefetch_w(k_acc + x)
-                                act_a[ring + i - lo] = a
-                                rec = acc + <uint64_t>a * R
-                                off = 0
-                                while off < rbytes:
-                                    pst_prefetch_w(<char*>rec + off)
-                                    off += 64
-                                pst_prefetch_w(<char*>rec + rbytes - 1)
+                                step[ring + i - lo] = e.u
+                                prefetch_bytes_w(merged + e.u * mstride, mstride)
                                 break
                             pos = (pos + 1) & dmask
                         if full:
@@ -1119,29 +1100,20 @@ cdef class SparseTable:
                     lo = (g - 2) * GROUP
                     hi = lo + GROUP if lo + GROUP < n else n
                     for i in range(lo, hi):
-                        a = act_a[ring + i - lo]
-                        if a == PST_EMPTY:
-                            continue
-                        rec = acc + <uint64_t>a * R
-                        x = act_f[ring + i - lo]
-                        if x != PST_EMPTY:
-                            k_acc[x] = a
-                            rec[0] = shows[x]
-                            rec[1] = clicks[x]
-                            pst_copy(rec + 2, grads + <uint64_t>x * W, W)
-                        rec[0] = rec[0] + shows[i]
-                        rec[1] = rec[1] + clicks[i]
-                        pst_add(rec + 2, grads + i * W, W)
+                        m = <MergeHeader*>(merged + step[ring + i - lo] * mstride)
+                        m.show = m.show + shows[i]
+                        m.click = m.click + clicks[i]
+                        pst_add(<float*>(<char*>m + MERGE_HEADER_BYTES), grads + i * W, W)
             if not full:
                 break
             dcap = ix_capacity_for(<uint64_t>n)  # never fills: n keys at most
         self.last_n = n
         self.last_nu = nu
 
-        # ---- phase 2: per unique feature, in order of first appearance: find or create the row
-        # (or the pending entry, and decide admission), counters, optimizer, changed mark.
-        # stage 1 hashes group g and prefetches its buckets; stage 2 probes group g-1 to the first
-        # tag match and prefetches the whole row; stage 3 resolves and updates group g-2.
+        # ---- phase 2: per merge record (unique feature, in order of first appearance): find or
+        # create the row (or the pending entry, and decide admission), counters, optimizer,
+        # changed mark. stage 1 prefetches group g's buckets; stage 2 probes group g-1 to the
+        # first tag match and prefetches the whole row; stage 3 resolves and updates group g-2.
         nun = <Py_ssize_t>nu
         ngroups = (nun + GROUP - 1) // GROUP
         for g in range(ngroups + 2):
@@ -1151,8 +1123,7 @@ cdef class SparseTable:
                 lo = g * GROUP
                 hi = lo + GROUP if lo + GROUP < nun else nun
                 for u in range(lo, hi):
-                    f = u_first[u]
-                    h = feat_hash(keys[f], slots[f])
+                    h = (<MergeHeader*>(merged + u * mstride)).h
                     hs[ring + u - lo] = h
                     pst_prefetch_r(&ix.buckets[h >> ix.shift])
             if 1 <= g <= ngroups:
@@ -1174,19 +1145,12 @@ cdef class SparseTable:
                 hi = lo + GROUP if lo + GROUP < nun else nun
                 for u in range(lo, hi):
                     h = hs[ring + u - lo]
-                    f = u_first[u]
-                    key = keys[f]
-                    slot = slots[f]
-                    a = k_acc[f]
-                    if a == PST_EMPTY:
-                        sh = shows[f]
-                        ck = clicks[f]
-                        gp = grads + f * W
-                    else:
-                        rec = acc + <uint64_t>a * R
-                        sh = rec[0]
-                        ck = rec[1]
-                        gp = rec + 2
+                    m = <MergeHeader*>(merged + u * mstride)
+                    key = m.key
+                    slot = m.slot
+                    sh = m.show
+                    ck = m.click
+                    gp = <const float*>(<char*>m + MERGE_HEADER_BYTES)
                     r = cand[ring + u - lo]
                     pos = cpos[ring + u - lo]
                     if r != PST_EMPTY:

@@ -283,14 +283,24 @@ def test_iter_shards_early_close(chain2):
     assert threading.active_count() == before
 
 
-def test_read_verified_returns_exactly_the_checked_bytes(chain2):
+@pytest.mark.parametrize("chunk", [L.READ_CHUNK, 4096, 1000])
+def test_read_verified_returns_exactly_the_checked_bytes(chain2, chunk, monkeypatch):
+    monkeypatch.setattr(L, "READ_CHUNK", chunk)  # small: the file is read in several pieces
     ch = load_chain(chain2)
     v = ch.versions[0]
     entry = v.file_entry(shard_file_name(1))
     p = v.dir / shard_file_name(1)
+    raw = p.read_bytes()
     buf = L.read_verified(p, entry, "t")
-    assert buf.to_pybytes() == p.read_bytes() and checksum(buf) == entry["checksum"]
-    p.write_bytes(p.read_bytes() + b"x")
+    assert buf.to_pybytes() == raw and checksum(buf) == entry["checksum"]
+    bad = bytearray(raw)
+    bad[-10] ^= 1  # in the last piece
+    p.write_bytes(bytes(bad))
+    with pytest.raises(CorruptFileError, match=r"t: file .*shard-00001.parquet checksum"):
+        L.read_verified(p, entry, "t")
+    with pytest.raises(CorruptFileError, match=r"t: file .*shard-00001.parquet checksum"):
+        L.verify_file(p, entry, "t")
+    p.write_bytes(raw + b"x")
     with pytest.raises(CorruptFileError, match=r"t: file .*shard-00001.parquet has \d+ bytes"):
         L.read_verified(p, entry, "t")
 
