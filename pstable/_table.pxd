@@ -51,19 +51,13 @@ cdef struct Slab:
     uint64_t alloc_bytes        # bytes of all blocks
 
 
-cdef struct DedupEntry:         # a bucket of the push-local table merging duplicate features
-    uint64_t h                  # feat_hash(key, slot); with the slot it identifies the feature
-                                # exactly (the hash is a bijection of key ^ slot * golden)
-    int32_t slot
-    uint32_t u                  # the feature's merge record; 0xFFFFFFFF = empty bucket
-
-
-cdef struct MergeHeader:        # a push-local merge record: one per unique feature of a push, in
-                                # order of first appearance, MERGE_HEADER_BYTES of this, then
-                                # grads[1 + dim] (all summed in batch order); stride a multiple of 8
-    uint64_t h                  # feat_hash(key, slot)
+cdef struct MergeHeader:        # a bucket of the push-local merge table: one per unique feature
+                                # of a pass, MERGE_HEADER_BYTES of this, then grads[1 + dim]
+                                # (show, click and grads summed in batch order); stride a
+                                # multiple of 8
     uint64_t key
     int32_t slot
+    uint32_t gen                # the pass that owns the bucket (SparseTable.merge_gen); else empty
     float32_t show
     float32_t click
 
@@ -101,9 +95,9 @@ cdef class SparseTable:
     cdef char* scratch                  # per-push buffers, grown on demand and reused (one block):
     cdef uint64_t scratch_bytes
     cdef uint64_t scratch_rows          # keys per push they hold
-    cdef DedupEntry* dd                 # push-local dedup table, ix_capacity_for(keys) buckets
-    cdef char* merged                   # merge records, one per unique feature (MergeHeader)
-    cdef uint64_t merge_stride          # bytes per merge record
+    cdef char* merged                   # the merge table: ix_capacity_for(keys) buckets (MergeHeader)
+    cdef uint64_t merge_stride          # bytes per merge bucket
+    cdef uint32_t merge_gen             # gen of the newest pass over it
     cdef uint64_t last_n, last_nu       # keys and unique features of the previous push: the merge
                                         # table is sized for about as many uniques (fits caches)
     cdef uint64_t oom_bytes             # size of the allocation that failed, for the MemoryError
@@ -117,6 +111,7 @@ cdef class SparseTable:
     cdef void _pull(self, const uint64_t* keys, const int32_t* slots, float* out,
                     Py_ssize_t n) noexcept nogil
     cdef _ensure_scratch(self, Py_ssize_t n)
+    cdef uint32_t _next_merge_gen(self) noexcept nogil
     cdef void _apply(self, float* w, const float* g) noexcept nogil
     cdef bint _admit(self, const RowHeader* pe, uint64_t h, int32_t hour) noexcept nogil
     cdef int _push(self, const uint64_t* keys, const int32_t* slots, const float* shows,

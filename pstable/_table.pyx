@@ -175,7 +175,7 @@ cdef enum:
     PULL_GROUP = 32            # keys per pipeline stage of pull (measured: longer prefetch distance pays)
     LOAD_GROUP = 64            # entries per pipeline stage of load
     HEADER_BYTES = 28          # sizeof the RowHeader fields (the struct itself pads to 32)
-    MERGE_HEADER_BYTES = 28    # the same for MergeHeader
+    MERGE_HEADER_BYTES = 24    # sizeof(MergeHeader)
     MIN_BUCKETS = 64
     RULE_SGD = 0
     RULE_ADAGRAD = 1
@@ -778,7 +778,6 @@ cdef class SparseTable:
         self.scratch = NULL
         self.scratch_bytes = 0
         self.scratch_rows = 0
-        self.dd = NULL
         self.merged = NULL
         self.busy = False
 
@@ -978,17 +977,25 @@ cdef class SparseTable:
             return
         if rows < self.scratch_rows * 3 // 2:
             rows = self.scratch_rows * 3 // 2
-        dcap = ix_capacity_for(rows)
-        nbytes = dcap * sizeof(DedupEntry) + rows * self.merge_stride
+        nbytes = ix_capacity_for(rows) * self.merge_stride
         p = <char*>pst_big_alloc(nbytes)
         if p == NULL:
             raise MemoryError(f"pstable: could not allocate {nbytes} bytes for push buffers")
+        memset(p, 0, nbytes)                    # gen 0: no pass's bucket
         free(self.scratch)
         self.scratch = p
         self.scratch_rows = rows
         self.scratch_bytes = nbytes
-        self.dd = <DedupEntry*>p
-        self.merged = <char*>(self.dd + dcap)
+        self.merged = p
+        self.merge_gen = 0
+
+    cdef uint32_t _next_merge_gen(self) noexcept nogil:
+        """A new pass over the merge table: a gen no bucket has (buckets are not cleared)."""
+        if self.merge_gen == <uint32_t>0xFFFFFFFF:   # after 4e9 passes: clear once, start again
+            memset(self.merged, 0, self.scratch_bytes)
+            self.merge_gen = 0
+        self.merge_gen += 1
+        return self.merge_gen
 
     cdef void _apply(self, float* w, const float* g) noexcept nogil:
         """The optimizer rule on one row (weights then opt_state), every weight clipped."""
@@ -1030,7 +1037,6 @@ cdef class SparseTable:
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,
                    uint64_t* res) noexcept nogil:
         cdef int W = self.width
-        cdef DedupEntry* dd = self.dd
         cdef char* merged = self.merged
         cdef uint64_t mstride = self.merge_stride
         cdef uint64_t dcap, dmask, dshift
@@ -1039,7 +1045,9 @@ cdef class SparseTable:
         cdef uint64_t nu = 0                    # unique features (merge records) so far
         # pipeline state: rings of 3 groups
         cdef uint64_t hs[3 * GROUP]
-        cdef uint32_t step[3 * GROUP]           # phase 1: the merge record the key adds into
+        cdef uint64_t rec_at[3 * GROUP]         # phase 2: bucket of the merge record
+        cdef uint64_t scan                      # phase 2: next merge bucket to look at
+        cdef uint32_t gen                       # this pass's mark of its merge buckets
         cdef uint32_t cand[3 * GROUP]           # phase 2: candidate row of the probe
         cdef uint64_t cpos[3 * GROUP]
         cdef uint64_t ver[3]
@@ -1050,7 +1058,6 @@ cdef class SparseTable:
         cdef uint32_t r, pr
         cdef int32_t slot
         cdef uint64_t key
-        cdef DedupEntry* e
         cdef MergeHeader* m
         cdef RowHeader* hdr
         cdef RowHeader* pe
@@ -1065,13 +1072,13 @@ cdef class SparseTable:
         PST_CHECK(<uint64_t>n <= self.scratch_rows)
 
         # ---- phase 1: merge duplicate features into one record each (sums in batch order).
-        # stage 1 hashes group g and prefetches its dedup buckets; stage 2 probes group g-1 in
-        # batch order (a new feature gets the next record, its sums set to -0.0, the identity of
-        # float addition; a duplicate gets its feature's record, prefetched); stage 3 adds the
-        # show, click and gradients of group g-2 into their records.
-        # The dedup table is sized for the unique fraction of the previous push (+12.5%), so it
-        # stays cache-sized when keys repeat; if it fills past 3/4 the pass restarts at full size
-        # (the pass only writes push buffers, and the result does not depend on the size).
+        # The merge table is open addressing over the records themselves (home = top bits of the
+        # hash; a bucket belongs to this pass when its gen is this pass's), so a key touches one
+        # record: stage 1 hashes group g and prefetches its home records; stage 2 probes group
+        # g-1 in batch order and copies a first appearance into its bucket or adds a duplicate.
+        # The table is sized for the unique fraction of the previous push (+12.5%), so it stays
+        # cache-sized when keys repeat; if it fills past 3/4 the pass restarts at full size (the
+        # pass only writes push buffers; sums and counts do not depend on the size).
         if self.last_n > 0:
             est = self.last_nu * <uint64_t>n // self.last_n
             est += est // 8 + 64
@@ -1082,10 +1089,10 @@ cdef class SparseTable:
             PST_CHECK(dcap <= ix_capacity_for(self.scratch_rows))
             dmask = dcap - 1
             dshift = shift_for(dcap)
+            gen = self._next_merge_gen()
             nu = 0
             full = False
-            memset(dd, 0xFF, dcap * sizeof(DedupEntry))
-            for g in range(ngroups + 2):
+            for g in range(ngroups + 1):
                 if g < ngroups:
                     ring = (g % 3) * GROUP
                     lo = g * GROUP
@@ -1093,63 +1100,54 @@ cdef class SparseTable:
                     for i in range(lo, hi):
                         h = feat_hash(keys[i], slots[i])
                         hs[ring + i - lo] = h
-                        pst_prefetch_w(&dd[h >> dshift])
-                if 1 <= g <= ngroups:
+                        prefetch_bytes_w(merged + (h >> dshift) * mstride, mstride)
+                if g >= 1:
                     ring = ((g - 1) % 3) * GROUP
                     lo = (g - 1) * GROUP
                     hi = lo + GROUP if lo + GROUP < n else n
                     for i in range(lo, hi):
-                        h = hs[ring + i - lo]
+                        key = keys[i]
                         slot = slots[i]
-                        pos = h >> dshift
+                        pos = hs[ring + i - lo] >> dshift
                         while True:
-                            e = &dd[pos]
-                            if e.u == PST_EMPTY:        # first appearance
+                            m = <MergeHeader*>(merged + pos * mstride)
+                            if m.gen != gen:                # first appearance
                                 if (nu + 1) * 4 > dcap * 3:
                                     full = True
                                     break
-                                PST_CHECK(nu < <uint64_t>n)
-                                e.h = h
-                                e.slot = slot
-                                e.u = <uint32_t>nu
-                                m = <MergeHeader*>(merged + nu * mstride)
-                                m.h = h
-                                m.key = keys[i]
+                                m.gen = gen
+                                m.key = key
                                 m.slot = slot
-                                pst_fill(&m.show, -0.0, W + 2)  # -0 + x == x for every x
-                                step[ring + i - lo] = <uint32_t>nu
+                                m.show = shows[i]
+                                m.click = clicks[i]
+                                pst_copy(<float*>(<char*>m + MERGE_HEADER_BYTES), grads + i * W, W)
                                 nu += 1
                                 break
-                            if e.h == h and e.slot == slot:
-                                step[ring + i - lo] = e.u
-                                prefetch_bytes_w(merged + e.u * mstride, mstride)
+                            if m.key == key and m.slot == slot:
+                                m.show = m.show + shows[i]
+                                m.click = m.click + clicks[i]
+                                pst_add(<float*>(<char*>m + MERGE_HEADER_BYTES), grads + i * W, W)
                                 break
                             pos = (pos + 1) & dmask
                         if full:
                             break
                 if full:
                     break
-                if g >= 2:
-                    ring = ((g - 2) % 3) * GROUP
-                    lo = (g - 2) * GROUP
-                    hi = lo + GROUP if lo + GROUP < n else n
-                    for i in range(lo, hi):
-                        m = <MergeHeader*>(merged + step[ring + i - lo] * mstride)
-                        m.show = m.show + shows[i]
-                        m.click = m.click + clicks[i]
-                        pst_add(<float*>(<char*>m + MERGE_HEADER_BYTES), grads + i * W, W)
             if not full:
                 break
             dcap = ix_capacity_for(<uint64_t>n)  # never fills: n keys at most
         self.last_n = n
         self.last_nu = nu
 
-        # ---- phase 2: per merge record (unique feature, in order of first appearance): find or
-        # create the row (or the pending entry, and decide admission), counters, optimizer,
-        # changed mark. stage 1 prefetches group g's buckets; stage 2 probes group g-1 to the
-        # first tag match and prefetches the whole row; stage 3 resolves and updates group g-2.
+        # ---- phase 2: per merge record (unique feature), in bucket order, which is hash order,
+        # as in the row index: its buckets are read front to back. Find or create the row (or the
+        # pending entry, and decide admission), counters, optimizer, changed mark. stage 1 takes
+        # group g's records from the scan, hashes them and prefetches their index buckets; stage 2
+        # probes group g-1 to the first tag match and prefetches the whole row; stage 3 resolves
+        # and updates group g-2.
         nun = <Py_ssize_t>nu
         ngroups = (nun + GROUP - 1) // GROUP
+        scan = 0
         for g in range(ngroups + 2):
             check_pend = self.pend.size > 0 or self.policy != POLICY_NONE
             if g < ngroups:
@@ -1157,7 +1155,12 @@ cdef class SparseTable:
                 lo = g * GROUP
                 hi = lo + GROUP if lo + GROUP < nun else nun
                 for u in range(lo, hi):
-                    h = (<MergeHeader*>(merged + u * mstride)).h
+                    while (<MergeHeader*>(merged + scan * mstride)).gen != gen:
+                        scan += 1
+                    m = <MergeHeader*>(merged + scan * mstride)
+                    rec_at[ring + u - lo] = scan
+                    scan += 1
+                    h = feat_hash(m.key, m.slot)
                     hs[ring + u - lo] = h
                     pst_prefetch_r(&ix.buckets[h >> ix.shift])
             if 1 <= g <= ngroups:
@@ -1179,7 +1182,7 @@ cdef class SparseTable:
                 hi = lo + GROUP if lo + GROUP < nun else nun
                 for u in range(lo, hi):
                     h = hs[ring + u - lo]
-                    m = <MergeHeader*>(merged + u * mstride)
+                    m = <MergeHeader*>(merged + rec_at[ring + u - lo] * mstride)
                     key = m.key
                     slot = m.slot
                     sh = m.show
