@@ -52,7 +52,7 @@ cdef struct Slab:
 
 
 cdef struct MergeHeader:        # a bucket of the push-local merge table: one per unique feature
-                                # of a pass, MERGE_HEADER_BYTES of this, then grads[1 + dim]
+                                # of a pass: this, then grads[1 + dim]
                                 # (show, click and grads summed in batch order); stride a
                                 # multiple of 8
     uint64_t key
@@ -113,6 +113,7 @@ cdef class SparseTable:
     cdef _ensure_scratch(self, Py_ssize_t n)
     cdef uint32_t _next_merge_gen(self) noexcept nogil
     cdef void _apply(self, float* w, const float* g) noexcept nogil
+    cdef void _init_row(self, char* p, uint64_t h) noexcept nogil
     cdef bint _admit(self, const RowHeader* pe, uint64_t h, int32_t hour) noexcept nogil
     cdef int _push(self, const uint64_t* keys, const int32_t* slots, const float* shows,
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,

@@ -175,7 +175,6 @@ cdef enum:
     PULL_GROUP = 32            # keys per pipeline stage of pull (measured: longer prefetch distance pays)
     LOAD_GROUP = 64            # entries per pipeline stage of load
     HEADER_BYTES = 28          # sizeof the RowHeader fields (the struct itself pads to 32)
-    MERGE_HEADER_BYTES = 24    # sizeof(MergeHeader)
     MIN_BUCKETS = 64
     RULE_SGD = 0
     RULE_ADAGRAD = 1
@@ -514,7 +513,8 @@ cdef inline bint maybe_in(const uint64_t* filt, uint64_t fmask, uint64_t h) noex
 
 cdef inline void header_set(RowHeader* hdr, uint64_t key, int32_t slot, float show, float click,
                             int32_t last_seen) noexcept nogil:
-    """Fill a loaded entry's header; a loaded entry is not changed since the last save."""
+    """Fill a new or loaded entry's header, not marked changed (loaded: not changed since the
+    last save; new: the caller marks it once it is trained)."""
     hdr.key = key
     hdr.slot = slot
     hdr.show = show
@@ -708,7 +708,7 @@ cdef class SparseTable:
         self.del_threshold = config.delete_threshold
         self.del_days = config.delete_after_unseen_days
         self.rows.stride = ((HEADER_BYTES + 4 * (self.width + self.k)) + 7) // 8 * 8
-        self.merge_stride = (MERGE_HEADER_BYTES + 4 * self.width + 7) // 8 * 8
+        self.merge_stride = (sizeof(MergeHeader) + 4 * self.width + 7) // 8 * 8
         self.pend.stride = 32
         self.tomb_keys = []
         self.tomb_slots = []
@@ -1023,6 +1023,12 @@ cdef class SparseTable:
             st[2 * W] = <float>(b1p * self.beta1)
             st[2 * W + 1] = <float>(b2p * self.beta2)
 
+    cdef void _init_row(self, char* p, uint64_t h) noexcept nogil:
+        """Initial weights (from the feature hash and the seed) and optimizer state of new row p."""
+        init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + self.width,
+                    self.dim, self.k, self.rule, h, self.init_mix, self.init_range,
+                    self.beta1, self.beta2)
+
     cdef bint _admit(self, const RowHeader* pe, uint64_t h, int32_t hour) noexcept nogil:
         if self.policy == POLICY_NONE:
             return True
@@ -1120,13 +1126,13 @@ cdef class SparseTable:
                                 m.slot = slot
                                 m.show = shows[i]
                                 m.click = clicks[i]
-                                pst_copy(<float*>(<char*>m + MERGE_HEADER_BYTES), grads + i * W, W)
+                                pst_copy(<float*>(<char*>m + sizeof(MergeHeader)), grads + i * W, W)
                                 nu += 1
                                 break
                             if m.key == key and m.slot == slot:
                                 m.show = m.show + shows[i]
                                 m.click = m.click + clicks[i]
-                                pst_add(<float*>(<char*>m + MERGE_HEADER_BYTES), grads + i * W, W)
+                                pst_add(<float*>(<char*>m + sizeof(MergeHeader)), grads + i * W, W)
                                 break
                             pos = (pos + 1) & dmask
                         if full:
@@ -1187,7 +1193,7 @@ cdef class SparseTable:
                     slot = m.slot
                     sh = m.show
                     ck = m.click
-                    gp = <const float*>(<char*>m + MERGE_HEADER_BYTES)
+                    gp = <const float*>(<char*>m + sizeof(MergeHeader))
                     r = cand[ring + u - lo]
                     pos = cpos[ring + u - lo]
                     if r != PST_EMPTY:
@@ -1202,49 +1208,24 @@ cdef class SparseTable:
                     elif self.policy == POLICY_NONE and self.pend.size == 0:
                         # admitted at once. (Pending entries under policy none come from a load
                         # of another policy's export: they take the pending path below.)
-                        if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-                            if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
-                                rc = -1
-                                break
-                            ix_find(ix, s, h, key, slot, &pos)
-                        p = slab_append(s, &self.oom_bytes)
+                        p = entry_append(ix, s, h, key, slot, &pos, &self.oom_bytes)
                         if p == NULL:
                             rc = -1
                             break
-                        hdr = <RowHeader*>p
-                        hdr.key = key
-                        hdr.slot = slot
-                        hdr.last_seen = hour
-                        hdr.show = 0.0
-                        hdr.click = 0.0
-                        init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + W,
-                                    self.dim, self.k, self.rule, h, self.init_mix,
-                                    self.init_range, self.beta1, self.beta2)
-                        ix_put(ix, pos, h, <uint32_t>(s.size - 1))
+                        header_set(<RowHeader*>p, key, slot, 0.0, 0.0, hour)
+                        self._init_row(p, h)
                         created = True
                     else:
                         # not a row: counters go to the pending entry, then admission
                         pr = ix_find(&self.pend_ix, &self.pend, h, key, slot, &ppos)
                         if pr == PST_EMPTY:
-                            if (self.pend_ix.size + 1) * 4 > (self.pend_ix.mask + 1) * 3:
-                                if ix_grow(&self.pend_ix, (self.pend_ix.mask + 1) * 2,
-                                           &self.oom_bytes) != 0:
-                                    rc = -1
-                                    break
-                                ix_find(&self.pend_ix, &self.pend, h, key, slot, &ppos)
-                            p = slab_append(&self.pend, &self.oom_bytes)
+                            p = entry_append(&self.pend_ix, &self.pend, h, key, slot, &ppos,
+                                             &self.oom_bytes)
                             if p == NULL:
                                 rc = -1
                                 break
                             pr = <uint32_t>(self.pend.size - 1)
-                            pe = <RowHeader*>p
-                            pe.key = key
-                            pe.slot = slot
-                            pe.last_seen = hour
-                            pe.show = 0.0
-                            pe.click = 0.0
-                            pe.mark = 0
-                            ix_put(&self.pend_ix, ppos, h, pr)
+                            header_set(<RowHeader*>p, key, slot, 0.0, 0.0, hour)
                         pe = <RowHeader*>slab_at(&self.pend, pr)
                         pe.show = pe.show + sh
                         pe.click = pe.click + ck
@@ -1255,26 +1236,13 @@ cdef class SparseTable:
                             res[1] += 1
                             continue
                         # admitted: the row takes the pending counters, then this push's gradient
-                        if (ix.size + 1) * 4 > (ix.mask + 1) * 3:
-                            if ix_grow(ix, (ix.mask + 1) * 2, &self.oom_bytes) != 0:
-                                rc = -1
-                                break
-                        ix_find(ix, s, h, key, slot, &pos)
-                        p = slab_append(s, &self.oom_bytes)
+                        p = entry_append(ix, s, h, key, slot, &pos, &self.oom_bytes)
                         if p == NULL:
                             rc = -1
                             break
-                        hdr = <RowHeader*>p
-                        hdr.key = key
-                        hdr.slot = slot
-                        hdr.last_seen = pe.last_seen
-                        hdr.show = pe.show
-                        hdr.click = pe.click
-                        hdr.mark = 1
-                        init_values(<float*>(p + HEADER_BYTES), <float*>(p + HEADER_BYTES) + W,
-                                    self.dim, self.k, self.rule, h, self.init_mix,
-                                    self.init_range, self.beta1, self.beta2)
-                        ix_put(ix, pos, h, <uint32_t>(s.size - 1))
+                        header_set(<RowHeader*>p, key, slot, pe.show, pe.click, pe.last_seen)
+                        (<RowHeader*>p).mark = 1
+                        self._init_row(p, h)
                         self._apply(<float*>(p + HEADER_BYTES), gp)
                         res[0] += 1
                         entry_remove(&self.pend_ix, &self.pend, ppos, pr)  # pend_ix unchanged since

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
+from streamtrain_airflow.airflow_home import COMPONENTS, start_airflow, stop_airflow, wait_http
+from streamtrain_airflow.demo import prepare_backfill
 from support import REPO, streamtrain as run_streamtrain
 from trainer.store import Ledger
 
@@ -44,3 +47,16 @@ def streamtrain(*args: str) -> subprocess.CompletedProcess:
 def ledger(model_dir: Path) -> list[dict]:
     """The model's ledger events, oldest first."""
     return Ledger(model_dir / "ledger.jsonl").read()
+
+
+@contextmanager
+def airflow_backfilling(af, hours: list[int], conf: dict, components=COMPONENTS):
+    """Create the backfill of ``hours`` (Airflow stopped, as the demo does), start Airflow, wait
+    for its API; yields the running processes and stops them on exit."""
+    assert prepare_backfill(af.home, af.dag_id, hours[0], hours[-1], conf)
+    running = start_airflow(af.home, af.port, components=components)
+    try:
+        wait_http(f"http://127.0.0.1:{af.port}/api/v2/monitor/health", 180, running)
+        yield running
+    finally:
+        stop_airflow(running)

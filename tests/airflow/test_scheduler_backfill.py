@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-from airflow_support import ledger, streamtrain
+from airflow_support import airflow_backfilling, ledger, streamtrain
 from streamtrain_airflow.airflow_home import (
-    start_airflow, stop_airflow, task_states, wait_http, write_config,
+    task_states, write_config,
 )
-from streamtrain_airflow.demo import backfill, prepare_backfill, wait_backfills_complete, wait_runs
+from streamtrain_airflow.demo import backfill, wait_backfills_complete, wait_runs
 from trainer.hours import hour_index
 
 pytestmark = pytest.mark.slow
@@ -35,11 +35,7 @@ def test_backfill_with_a_gap_trains_in_order(af):
     # DAG makes catchup wait out a sensor timeout for every later hour
     write_config(af.home, port=af.port, config_dir=af.configs, start="2026-01-01T00:00:00+00:00",
                  end="2026-01-01T02:00:00+00:00")
-    assert prepare_backfill(af.home, af.dag_id, hours[0], hours[-1],
-                            {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1})
-    running = start_airflow(af.home, af.port)
-    try:
-        wait_http(f"http://127.0.0.1:{af.port}/api/v2/monitor/health", 180, running)
+    with airflow_backfilling(af, hours, {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1}) as running:
         states = wait_runs(running, af.dag_id, hours, timeout=400)
         assert states == {h: "success" for h in hours}, task_states(af.home, af.dag_id)
         tis = {(run[-25:], task): st for run, task, st in task_states(af.home, af.dag_id)}
@@ -55,8 +51,6 @@ def test_backfill_with_a_gap_trains_in_order(af):
         wait_backfills_complete(running, af.dag_id)
         assert wait_runs(running, af.dag_id, hours, timeout=30) == states
         assert (af.model_dir / "ledger.jsonl").read_text() == before
-    finally:
-        stop_airflow(running)
     assert all(_group_gone(p.pid) for p in running.procs.values())
 
     events = [(e["event"], e.get("kind"), e["hour_str"], e.get("version")) for e in ledger(af.model_dir)]

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from airflow_support import ledger, streamtrain
+from airflow_support import airflow_backfilling, ledger, streamtrain
 from streamtrain_airflow.airflow_home import (
-    COMPONENTS, start_airflow, stop_airflow, task_states, wait_http, write_config,
+    COMPONENTS, task_states, write_config,
 )
-from streamtrain_airflow.demo import prepare_backfill, wait_runs
+from streamtrain_airflow.demo import wait_runs
 from trainer.hours import hour_index, partition_relpath
 
 pytestmark = pytest.mark.slow
@@ -51,11 +51,8 @@ def test_deferrable_sensor_with_a_triggerer(af):
     cfg["streamtrain"]["sensor_deferrable"] = "True"
     with open(af.home / "airflow.cfg", "w") as f:
         cfg.write(f)
-    assert prepare_backfill(af.home, af.dag_id, hours[0], hours[-1],
-                            {"sensor_timeout_seconds": 20, "sensor_poke_seconds": 1})
-    running = start_airflow(af.home, af.port, components=COMPONENTS + ("triggerer",))
-    try:
-        wait_http(f"http://127.0.0.1:{af.port}/api/v2/monitor/health", 180, running)
+    with airflow_backfilling(af, hours, {"sensor_timeout_seconds": 20, "sensor_poke_seconds": 1},
+                             components=COMPONENTS + ("triggerer",)) as running:
         deadline = time.monotonic() + 180
         # the sensor deferred (its worker slot is free) and the triggerer's trigger has polled
         while not (_sensor_state(af, "00") == "deferred"
@@ -68,8 +65,6 @@ def test_deferrable_sensor_with_a_triggerer(af):
         assert states == {h: "success" for h in hours}, task_states(af.home, af.dag_id)
         assert _sensor_state(af, "00") == "success"
         assert _sensor_state(af, "01") == "skipped"
-    finally:
-        stop_airflow(running)
 
     events = [(e["event"], e.get("kind"), e["hour_str"]) for e in ledger(af.model_dir)]
     assert events == [("commit", "full", f"{DAY}T00"), ("missing", None, f"{DAY}T01")]

@@ -16,12 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_support import ledger, streamtrain
+from airflow_support import airflow_backfilling, ledger, streamtrain
 from streamtrain_airflow.airflow_home import (
-    admin_password, run_states, start_airflow, stop_airflow, task_states, wait_http, write_config,
+    admin_password, run_states, task_states, write_config,
 )
 from streamtrain_airflow.demo import (
-    airflow_cli, prepare_backfill, wait_backfills_complete, wait_runs,
+    airflow_cli, wait_backfills_complete, wait_runs,
 )
 from streamtrain_airflow.store_view import order_problem
 from trainer.config import load_config
@@ -81,12 +81,7 @@ def test_failed_hour_blocks_later_hours_until_recovered(af):
 
     write_config(af.home, port=af.port, config_dir=af.configs, start=f"{DAY}T00:00:00+00:00",
                  end=f"{DAY}T02:00:00+00:00")
-    assert prepare_backfill(af.home, af.dag_id, hours[0], hours[-1],
-                            {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1})
-    running = start_airflow(af.home, af.port)
-    try:
-        wait_http(f"http://127.0.0.1:{af.port}/api/v2/monitor/health", 180, running)
-
+    with airflow_backfilling(af, hours, {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1}) as running:
         # hour 1 fails (bad data: no retries); run 2 holds the slot, its train blocked on the past
         states = wait_runs(running, af.dag_id, hours, timeout=400)
         assert list(states.values())[:2] == ["success", "failed"], _tis(af)
@@ -124,8 +119,6 @@ def test_failed_hour_blocks_later_hours_until_recovered(af):
 
         states = wait_runs(running, af.dag_id, hours, timeout=300)
         assert states == {h: "success" for h in hours}, _tis(af)
-    finally:
-        stop_airflow(running)
 
     # every hour once, in order, each on its predecessor
     events = [(e["event"], e.get("kind"), e["hour_str"], e.get("version"), e.get("parent"))
