@@ -72,6 +72,7 @@ cdef struct Index:
     uint64_t version            # bumped on every insert, erase or rehash (invalidates probe results)
     uint64_t epoch              # bumped on every erase or rehash only: while it is unchanged, buckets
                                 # only fill up, so a probe may resume where an earlier one stopped
+    uint64_t walk               # buckets walked past the home by all inserts (probe-path health)
 
 
 @cython.final                           # cdef methods are called directly (and inlined), not via a vtable

@@ -401,6 +401,7 @@ cdef inline uint32_t ix_find_from(const Index* ix, const Slab* s, uint64_t pos, 
 
 cdef inline void ix_put(Index* ix, uint64_t pos, uint64_t h, uint32_t idx) noexcept nogil:
     ix.buckets[pos] = (h & PST_HI) | idx
+    ix.walk += (pos - (h >> ix.shift)) & ix.mask
     ix.size += 1
     ix.version += 1
 
@@ -484,6 +485,37 @@ cdef inline uint64_t ix_capacity_for(uint64_t n) noexcept nogil:
     while n * 4 > cap * 3:
         cap *= 2
     return cap
+
+
+cdef dict ix_stats(const Index* ix):
+    cdef uint64_t j, b, d, total = 0, worst = 0
+    for j in range(ix.mask + 1):
+        b = ix.buckets[j]
+        if <uint32_t>b != PST_EMPTY:
+            d = (j - ((b & PST_HI) >> ix.shift)) & ix.mask
+            total += d
+            worst = d if d > worst else worst
+    return dict(buckets=int(ix.mask + 1), entries=int(ix.size),
+                mean_probe=<double>total / ix.size if ix.size else 0.0, max_probe=int(worst),
+                insert_walk=int(ix.walk))
+
+
+cdef int ix_grow_for_pass(Index* ix, uint64_t size0, uint64_t done, uint64_t of,
+                          uint64_t* oom) noexcept nogil:
+    """Grow ahead of a pass that inserts in hash order (push's apply): it fills the index front
+    to back, so the part already passed holds the entries of the whole pass. Growth only at 3/4
+    of the whole would let that part fill up completely and every later insert walk its cluster
+    (quadratic). Given the pass covered `done` of `of` hash-ordered records and the index held
+    `size0` entries at its start, grow now to the capacity for the projected final size. 0, or
+    -1 on OOM."""
+    cdef uint64_t added = ix.size - size0 if ix.size > size0 else 0
+    cdef uint64_t cap
+    if added < 256 or done == 0:                # too few to project; a small cluster is harmless
+        return 0
+    cap = ix_capacity_for(size0 + <uint64_t>(<double>added * of / done))
+    if cap <= ix.mask + 1:
+        return 0
+    return ix_grow(ix, cap, oom)
 
 
 cdef inline char* entry_append(Index* ix, Slab* s, uint64_t h, uint64_t key, int32_t slot,
@@ -771,6 +803,12 @@ cdef class SparseTable:
             tombstones=int(sum(a.nbytes for a in self.tomb_keys) + sum(a.nbytes for a in self.tomb_slots)),
         )
 
+    def index_stats(self):
+        """Health of the two indexes (rows, pending): dict of buckets, entries, mean and max
+        probe (buckets an entry sits past its home; linear probing at load <= 3/4 keeps the mean
+        near 1) and insert_walk (buckets walked past the home by all inserts so far)."""
+        return dict(rows=ix_stats(&self.rows_ix), pending=ix_stats(&self.pend_ix))
+
     def release_scratch(self):
         """Free the per-push buffers (they are re-allocated by the next push)."""
         self._enter()
@@ -1053,6 +1091,7 @@ cdef class SparseTable:
         cdef uint64_t hs[3 * GROUP]
         cdef uint64_t rec_at[3 * GROUP]         # phase 2: bucket of the merge record
         cdef uint64_t scan                      # phase 2: next merge bucket to look at
+        cdef uint64_t rows0, pend0              # phase 2: index sizes at its start
         cdef uint32_t gen                       # this pass's mark of its merge buckets
         cdef uint32_t cand[3 * GROUP]           # phase 2: candidate row of the probe
         cdef uint64_t cpos[3 * GROUP]
@@ -1154,6 +1193,8 @@ cdef class SparseTable:
         nun = <Py_ssize_t>nu
         ngroups = (nun + GROUP - 1) // GROUP
         scan = 0
+        rows0 = ix.size
+        pend0 = self.pend_ix.size
         for g in range(ngroups + 2):
             check_pend = self.pend.size > 0 or self.policy != POLICY_NONE
             if g < ngroups:
@@ -1186,6 +1227,11 @@ cdef class SparseTable:
                 ring = ((g - 2) % 3) * GROUP
                 lo = (g - 2) * GROUP
                 hi = lo + GROUP if lo + GROUP < nun else nun
+                if (ix_grow_for_pass(ix, rows0, rec_at[ring], dcap, &self.oom_bytes) != 0
+                        or ix_grow_for_pass(&self.pend_ix, pend0, rec_at[ring], dcap,
+                                            &self.oom_bytes) != 0):
+                    rc = -1
+                    break
                 for u in range(lo, hi):
                     h = hs[ring + u - lo]
                     m = <MergeHeader*>(merged + rec_at[ring + u - lo] * mstride)

@@ -79,6 +79,22 @@ def test_growth_past_many_resizes_keeps_every_row():
     assert not t.pull(keys, slots + 5).any() and len(t) == len(keys)
 
 
+@pytest.mark.parametrize("admission", ["none", "count_filter"])
+def test_one_push_of_many_new_features_keeps_probe_paths_short(admission):
+    # push applies in hash order, so an index grown only at 3/4 of the whole would fill up
+    # front to back and end in one cluster (and a quadratic push: 90 s for 1M keys)
+    t = SparseTable(make_config("sgd", admission, dim=2))
+    keys = np.random.default_rng(1).integers(0, 2**64 - 1, 200_000, dtype=np.uint64)
+    _push(t, keys)
+    _push(t, keys[:100_000])
+    assert len(t) + t.num_pending == len(keys)
+    stats = t.index_stats()
+    for index in stats.values():
+        assert index["insert_walk"] < 2 * index["entries"] + 64, stats
+        assert index["mean_probe"] < 2.0 and index["max_probe"] < 100, stats
+    assert stats["rows" if admission == "none" else "pending"]["entries"] == len(keys)
+
+
 def test_pull_creates_nothing_and_pending_reads_as_zeros():
     t = SparseTable(make_config("adagrad", "count_filter"))  # count = 3
     keys = np.array([1, 2, 3], np.uint64)
