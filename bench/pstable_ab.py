@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pstable import AdmissionConfig, OptimizerConfig, TableConfig  # noqa: E402
+from pstable_bench import shuffled  # noqa: E402
 
 
 def build(rev: str, into: Path):
@@ -60,14 +61,14 @@ def build(rev: str, into: Path):
     return module
 
 
-def filled_table(module, cfg, keys, batch):
+def filled_table(module, cfg, keys, batch, layout, seed):
     t = module.SparseTable(cfg)
     width = cfg.dim + 1
     for lo in range(0, len(keys), batch):
         k = keys[lo:lo + batch]
         t.push(k, None, np.ones(len(k), np.float32), np.zeros(len(k), np.float32),
                np.zeros((len(k), width), np.float32), 0)
-    return t
+    return shuffled(t, np.random.default_rng(seed)) if layout == "shuffled" else t
 
 
 def run(args):
@@ -77,14 +78,15 @@ def run(args):
     keys = rng.integers(0, 2**64 - 1, args.rows, dtype=np.uint64, endpoint=True)
     with tempfile.TemporaryDirectory(prefix="pstable-ab-") as tmp:
         modules = {rev: build(rev, Path(tmp) / f"build{i}") for i, rev in enumerate(args.rev)}
-        tables = {rev: filled_table(m, cfg, keys, args.batch) for rev, m in modules.items()}
+        tables = {rev: filled_table(m, cfg, keys, args.batch, args.layout, args.seed)
+                  for rev, m in modules.items()}
         width = cfg.dim + 1
         grads = (rng.standard_normal((args.batch, width)) * 0.01).astype(np.float32)
         shows = np.ones(args.batch, np.float32)
         clicks = np.zeros(args.batch, np.float32)
         out = np.empty((args.batch, width), np.float32)
         print(f"# {args.rows:,} rows, dim {args.dim}, batches of {args.batch:,} keys, "
-              f"{args.repeats} interleaved rounds, medians (wall clock)")
+              f"{args.repeats} interleaved rounds, layout {args.layout}, medians (wall clock)")
         for dist in ("uniform", "zipf"):
             idx = (rng.integers(0, args.rows, args.batch) if dist == "uniform"
                    else (rng.zipf(args.zipf_a, args.batch).astype(np.int64) - 1) % args.rows)
@@ -118,6 +120,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--zipf-a", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=["pushed", "shuffled"], default="pushed",
+                   help="row order of the tables (see bench/pstable_bench.py)")
     run(p.parse_args(argv))
     return 0
 

@@ -12,6 +12,11 @@ ratios within a run rather than absolute numbers):
   size (no hashing);
 * bytes per row (table allocation without the push scratch) next to the raw row payload.
 
+The table is built by pushing ``--batch`` new keys at a time, which leaves each batch's rows in
+hash order; push applies in hash order, so on such a table it walks rows nearly in order.
+``--layout shuffled`` reloads the rows in random order first (a table served for long: rows from
+many small pushes and loads); push is markedly slower there (see docs/benchmarks.md).
+
 Times are CPU seconds of this process (``--wall`` for wall-clock), medians of ``--repeats``.
 
 Usage::
@@ -53,6 +58,24 @@ def zipf_indices(rng, n_rows, n, a):
     return r % n_rows
 
 
+def shuffled(table, rng):
+    """A table with the rows of ``table`` in random slab order (the caller drops ``table``).
+
+    Push creates a batch's new rows in hash order, so a table built from a few big batches holds
+    long hash-sorted runs, and a push, which applies in hash order, then walks its rows nearly in
+    order: faster than on a served table, whose rows came from thousands of small pushes and
+    loads and lie in no order related to the hash. Export, permute, load gives that layout.
+    """
+    cols = table.export()
+    order = rng.permutation(len(cols["key"]))
+    cols = {name: a[order] for name, a in cols.items()}
+    fresh = type(table)(table.config)
+    fresh.reserve(len(order))
+    fresh.load(cols)
+    fresh.mark_saved()
+    return fresh
+
+
 class DictBaseline:
     """Same mapping in Python: dict (slot, key) -> row index, numpy slab of weights + g2sum."""
 
@@ -91,7 +114,8 @@ def run(args):
               f"{'bound M/s':>9} {'pull/bnd':>8} | {'dict pull':>9} {'dict push':>9} "
               f"{'pull/dict':>9} {'push/dict':>9} | {'B/row':>6} {'payload':>7} {'ratio':>5}")
     print(f"# pstable bench: batch {args.batch:,} keys, median of {args.repeats}, adagrad, "
-          f"single thread, zipf a={args.zipf_a}, clock={'wall' if args.wall else 'cpu'}", flush=True)
+          f"single thread, zipf a={args.zipf_a}, clock={'wall' if args.wall else 'cpu'}, "
+          f"layout {args.layout}", flush=True)
     print(header)
     print("-" * len(header), flush=True)
     for n_rows in args.sizes:
@@ -107,6 +131,8 @@ def run(args):
                 table.push(k, None, np.ones(len(k), np.float32), np.zeros(len(k), np.float32),
                            np.zeros((len(k), W), np.float32), 0)
             build_s = CLOCK() - build_t0
+            if args.layout == "shuffled":
+                table = shuffled(table, rng)
             bd = table.memory_breakdown()
             table_bytes = sum(v for name, v in bd.items() if name != "scratch")
             bpr = table_bytes / len(table)
@@ -172,6 +198,9 @@ def main(argv=None):
                    help="time the dict baseline on this many leading keys of the batch (0: all)")
     p.add_argument("--no-dict", action="store_true", help="skip the dict baseline")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=["pushed", "shuffled"], default="pushed",
+                   help="rows as the 1M-key build pushes leave them (hash-sorted runs) or in "
+                        "random order, as in a table served for long (see shuffled())")
     p.add_argument("--wall", action="store_true",
                    help="time with the wall clock (default: CPU time of this process)")
     args = p.parse_args(argv)
