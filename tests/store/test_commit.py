@@ -1,6 +1,7 @@
 """save / mark_missing / rollback / plan / donefile, and crash injection between every step."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -208,14 +209,17 @@ def test_force_rollback_only_at_head(two_versions):
     assert [v.version for v in load_chain(d, verify=True).versions] == ["v000001", "v000003"]
 
 
-def test_interrupted_rollback_leaves_orphan_cleaned_by_save(two_versions):
+@pytest.mark.parametrize("step", ["rolled_back", "fell_back"])
+def test_interrupted_rollback_leaves_orphan_cleaned_by_save(two_versions, step):
     d = two_versions
     with pytest.raises(Crash):
-        rollback_head(d, "v000002", hook=crash_at("rolled_back"))
+        rollback_head(d, "v000002", hook=crash_at(step))
     assert (d / "versions/v000002").is_dir()
     assert load_chain(d).head == "v000001"
     commit(d, H0 + 1, "delta", "v000001", make_cols(5))
     assert not (d / "versions/v000002").exists()
+    # the donefile fell back to v000001 exactly once (by the rollback or by the save)
+    assert [ln["version"] for ln in read_donefile(d)] == ["v000001", "v000002", "v000001", "v000003"]
 
 
 def test_donefile_idempotent(two_versions):
@@ -234,4 +238,20 @@ def test_donefile_idempotent(two_versions):
     assert len(read_donefile(d)) == 2
     rollback_head(d, "v000002")
     commit(d, H0 + 1, "delta", "v000001", make_cols(5))
-    assert [ln["version"] for ln in read_donefile(d)] == ["v000001", "v000002", "v000003"]
+    lines = read_donefile(d)
+    assert [ln["version"] for ln in lines] == ["v000001", "v000002", "v000001", "v000003"]
+
+
+def test_rolled_back_version_is_replaced_in_the_donefile_by_the_head(two_versions):
+    d = two_versions
+    rollback_head(d, "v000002", reason="force retrain")
+    lines = read_donefile(d)
+    assert [ln["version"] for ln in lines] == ["v000001", "v000002", "v000001"]
+    assert lines[-1]["after_rollback"] == "v000002" and "after_rollback" not in lines[0]
+    assert Path(lines[-1]["path"]).is_dir() and not Path(lines[1]["path"]).exists()
+    assert lines[-1]["hour"] == lines[0]["hour"] and lines[-1]["metrics"] == lines[0]["metrics"]
+    # saving again does not append it twice; an unpublished head rolled back adds nothing
+    stage(d, H0 + 1, "delta", "v000001", make_cols(5))
+    assert save(d, H0 + 1, kind="delta", publish=False).version == "v000003"
+    rollback_head(d, "v000003")
+    assert len(read_donefile(d)) == 3

@@ -6,7 +6,8 @@ store lock; ``hook(step)`` is called after each one (crash-injection tests raise
 1. ``"start"``       ledger read; an hour already committed returns ``already_committed``.
 2. ``"cleaned"``     orphans removed: version folders without a ledger line (an earlier save that
                      crashed after its rename, an interrupted rollback / prune) unless one is the
-                     very commit being retried, which is then completed instead of redone.
+                     very commit being retried, which is then completed instead of redone; the
+                     donefile falls back from a rolled-back version if a rollback was interrupted.
 3. ``"verified"``    meta.json present, every file's size and CRC-32, shards 0..n-1, parent == the
                      head, version == the next name, num_shards / dim as the chain, kind as asked.
 4. ``"renamed"``     os.rename(staging/<hour>, versions/vN) (same filesystem).
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .donefile import _publish_locked
+from .donefile import _fall_back_locked, _publish_locked
 from .errors import (ShardCountError, StagedVersionError, StoreError)
 from .layout import (META, StoreLayout, fsync_dir, hour_str, is_version_name, sha256_hex,
                      store_lock, utc_now)
@@ -145,6 +146,7 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
             if p != resume:
                 _remove_tree(p)
         _clean_trash(layout)
+        _fall_back_locked(layout)
         hook("cleaned")
         if resume is None and not staged.is_dir():
             raise StagedVersionError(f"hour {hs}: nothing staged at {staged} (train the hour first)")
@@ -189,9 +191,12 @@ def mark_missing(model_dir, hour: int, reason: str) -> dict:
 
 
 def rollback_head(model_dir, version: str, *, reason: str = "", hook=None) -> dict:
-    """Roll back the head ``version`` (only the head): ledger line first, then the folder goes.
+    """Roll back the head ``version`` (only the head): ledger line first, then, if ``version``
+    was the newest published one, the donefile lists the new head again (``donefile`` says why),
+    then the folder goes.
 
-    A crash between the two leaves an orphan folder that the next ``save`` removes.
+    A crash between these steps leaves an orphan folder, and maybe the donefile not yet fallen
+    back, which the next ``save`` completes.
     """
     hook = hook or _noop
     layout = StoreLayout(model_dir)
@@ -205,6 +210,7 @@ def rollback_head(model_dir, version: str, *, reason: str = "", hook=None) -> di
                                            "parent": rec.parent, "reason": str(reason),
                                            "recorded_at": utc_now()})
         hook("rolled_back")
+        _fall_back_locked(layout, hook)
         _remove_tree(layout.version_dir(version))
         return ev
 

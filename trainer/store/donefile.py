@@ -4,6 +4,11 @@ A line is appended only for a committed version, once (``publish`` is idempotent
 
     {"version": "v000007", "kind": "delta", "hour": 493597, "hour_str": "2026-04-23T13",
      "path": "/abs/model_dir/versions/v000007", "metrics": {...}, "published_at": "...Z"}
+
+The newest line is the version to serve. When the newest listed version is rolled back (a forced
+retrain of its hour), its folder goes, so the version it was trained on (the head after the
+rollback) is listed again, with ``"after_rollback": "<rolled-back version>"``: serving that
+follows the newest line falls back to it at once, not only once the hour is retrained.
 """
 from __future__ import annotations
 
@@ -49,16 +54,42 @@ def publish(model_dir, version: str, *, hook=None) -> bool:
 
 def _publish_locked(layout: StoreLayout, version: str, *, hook=None) -> bool:
     state = read_state(layout)
-    rec = state.versions.get(version)
-    if rec is None:
+    if version not in state.versions:
         raise MissingVersionError(f"cannot publish {version}: it is {state.why_absent(version)}")
     lines, good = _read(layout.donefile)
     if any(d.get("version") == version for d in lines):
         return False
+    _append(layout, good, _line(layout, state, version))
+    if hook:
+        hook("published")
+    return True
+
+
+def _fall_back_locked(layout: StoreLayout, hook=None) -> bool:
+    """If the newest donefile line is a version rolled back since, list the head again (see the
+    module docstring). Idempotent; False when nothing was appended (also when the rollback
+    emptied the chain: there is nothing to fall back to)."""
+    state = read_state(layout)
+    lines, good = _read(layout.donefile)
+    newest = lines[-1].get("version") if lines else None
+    if newest is None or newest not in state.rolled_back or state.head is None:
+        return False
+    _append(layout, good, {**_line(layout, state, state.head), "after_rollback": newest})
+    if hook:
+        hook("fell_back")
+    return True
+
+
+def _line(layout: StoreLayout, state, version: str) -> dict:
+    rec = state.versions[version]
     meta = check_version(layout, rec).meta
-    line = {"version": version, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
+    return {"version": version, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
             "path": str(layout.version_dir(version).resolve()), "metrics": meta.get("metrics", {}),
             "published_at": utc_now()}
+
+
+def _append(layout: StoreLayout, good: int, line: dict) -> None:
+    """Write ``line`` after the first ``good`` bytes (dropping a torn, never-acknowledged tail)."""
     data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
     created = not layout.donefile.exists()
     with open(layout.donefile, "wb" if created else "r+b") as f:
@@ -69,6 +100,3 @@ def _publish_locked(layout: StoreLayout, version: str, *, hook=None) -> bool:
         os.fsync(f.fileno())
     if created:
         fsync_dir(layout.root)
-    if hook:
-        hook("published")
-    return True
