@@ -1372,13 +1372,15 @@ cdef class SparseTable:
         return n
 
     cdef int _compact(self, Slab* s, Index* ix, object keys_out, object slots_out) except -2:
-        """Drop flagged rows (stable order), fill the evicted keys, rebuild the index."""
+        """Drop flagged rows (stable order), fill the evicted keys, rebuild the index. Also run
+        with nothing to drop when the index is over 4x the size it needs (for instance the
+        pending index once its features were admitted): indexes only grow otherwise."""
         cdef uint64_t[::1] ko = keys_out
         cdef int32_t[::1] so = slots_out
         cdef uint64_t i, w = 0, e = 0
         cdef RowHeader* hdr
         cdef int rc = 0
-        if ko.shape[0] == 0:
+        if ko.shape[0] == 0 and ix.mask + 1 <= 4 * ix_capacity_for(s.size):
             return 0
         with nogil:
             for i in range(s.size):

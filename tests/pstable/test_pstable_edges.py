@@ -173,6 +173,22 @@ def test_eviction_by_unseen_days_counts_rows_and_pending():
     assert t.end_day(48 + 48)["key"].tolist() == [2]
 
 
+def test_end_day_shrinks_an_index_left_oversized_by_admissions():
+    t = SparseTable(make_config("sgd", "count_filter"))  # count = 3
+    keys = np.arange(50_000, dtype=np.uint64)
+    _push(t, keys, show=1.0)                 # all pending: the pending index grows
+    peak = t.index_stats()["pending"]["buckets"]
+    _push(t, keys[:49_000], show=2.0)        # admitted: pending entries removed, index stays
+    assert t.num_pending == 1000 and t.index_stats()["pending"]["buckets"] == peak
+    before = t.pull(keys)
+    assert t.end_day(1)["key"].size == 0
+    assert t.index_stats()["pending"]["buckets"] < peak // 8
+    assert t.memory_breakdown()["pending_index"] == 8 * t.index_stats()["pending"]["buckets"]
+    assert np.array_equal(t.pull(keys), before) and t.num_pending == 1000
+    _push(t, keys[49_000:], show=3.0)        # the shrunk index still finds the pending entries
+    assert len(t) == 50_000 and t.num_pending == 0
+
+
 def test_eviction_by_score_and_zero_means_never():
     cfg = make_config("sgd", "none", "score")  # delete_threshold 0.5, unseen days 0 = never
     t = SparseTable(cfg)
