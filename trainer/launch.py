@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -61,7 +62,9 @@ def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     """Train (under mpiexec), save and publish one hour: ``streamtrain run-hour``."""
     from trainer import actions
 
-    run_streaming(mpiexec_command(cfg, hour, force), on_line=lambda line: print(line, flush=True))
+    command = mpiexec_command(cfg, hour, force)
+    print(f"running: {shlex.join(command)}", flush=True)
+    run_streaming(command, on_line=lambda line: print(line, flush=True))
     print(actions.save(cfg, hour))  # already committed (the job skipped): a no-op that says so
     print(actions.publish(cfg, hour))
     return 0

@@ -78,3 +78,29 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
 
     published = [json.loads(l) for l in open(f"{cfg.model_dir}/donefile")]
     assert [p["version"] for p in published] == ["v000001", "v000002", "v000003"]
+
+
+def test_run_hour_places_ranks_by_the_hostfile(model_config, tmp_path):
+    """MPICH hands out ranks host by host in the order of ``mpi.hostfile``: with room for all 3
+    ranks on the first line the unreachable second host is never contacted; with room for 2,
+    rank 2 goes there and the hour fails cleanly, nothing committed."""
+    enough, short = tmp_path / "hosts-enough", tmp_path / "hosts-short"
+    enough.write_text("localhost:3\nno-such-host.invalid:1\n")
+    short.write_text("localhost:2\nno-such-host.invalid:2\n")
+    failing = model_config(servers=1, workers=2, extra=f'hostfile = "{short}"\n')
+    cfg = load_config(failing)
+    generate_hours(cfg, cfg.data_root, H0, 1, 1000, seed=5)
+    proc = streamtrain("run-hour", "--config", str(failing), "--hour", hour_str(H0))
+    assert proc.returncode != 0 and "mpiexec exited with code" in proc.stderr, proc.stderr[-2000:]
+    assert store.read_state(store.StoreLayout(cfg.model_dir)).head is None
+
+    working = failing.with_name("enough.toml")
+    working.write_text(failing.read_text().replace(str(short), str(enough)))
+    proc = streamtrain("run-hour", "--config", str(working), "--hour", hour_str(H0))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"-f {enough}" in proc.stdout or f"-f {enough}" in proc.stderr
+    assert store.load_chain(cfg.model_dir, verify=True).head == "v000001"
+    gone = failing.with_name("gone.toml")
+    gone.write_text(failing.read_text().replace(str(short), str(tmp_path / "nope")))
+    proc = streamtrain("run-hour", "--config", str(gone), "--hour", hour_str(H0 + 1))
+    assert proc.returncode != 0 and f"mpi.hostfile: {tmp_path / 'nope'} does not exist" in proc.stderr
