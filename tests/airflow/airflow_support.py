@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from streamtrain_airflow.airflow_home import COMPONENTS, start_airflow, stop_airflow, wait_http
+from streamtrain_airflow.airflow_home import (COMPONENTS, run_states, start_airflow, stop_airflow,
+                                              task_states, wait_http)
 from streamtrain_airflow.demo import prepare_backfill
 from support import REPO, streamtrain as run_streamtrain
 from trainer.store import Ledger
@@ -60,3 +62,40 @@ def airflow_backfilling(af, hours: list[int], conf: dict, components=COMPONENTS)
         yield running
     finally:
         stop_airflow(running)
+
+
+def task_state_map(af) -> dict[tuple[str, str], str]:
+    """``{(HH of the run's hour, task_id): state}``."""
+    out = {}
+    for run_id, task, state in task_states(af.home, af.dag_id):
+        out[(run_id.split("T")[-1][:2], task)] = state
+    return out
+
+
+def wait_until(what: str, cond, timeout: float, running, af) -> None:
+    """Poll ``cond()`` every 2 s while Airflow runs; on timeout fail with the task states."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        running.check_alive()
+        assert time.monotonic() < deadline, \
+            f"{what}: {task_state_map(af)} {run_states(af.home, af.dag_id)}"
+        time.sleep(2)
+
+
+def clear_and_rerun(af, running, hours: list[int], first: str, last: str) -> None:
+    """"Recovering a failed hour", step 3: once the scheduler marked the backfill complete (an
+    operator takes longer than its 30 s loop), clear every task of the runs ``first`` ..
+    ``last`` (ISO hours, inclusive); then every run of ``hours`` must succeed."""
+    from streamtrain_airflow.demo import airflow_cli, wait_backfills_complete, wait_runs
+
+    wait_backfills_complete(running, af.dag_id, timeout=90)
+    airflow_cli(af.home, "tasks", "clear", af.dag_id, "-s", f"{first}:00:00+00:00",
+                "-e", f"{last}:00:00+00:00", "-y")
+    states = wait_runs(running, af.dag_id, hours, timeout=300)
+    assert states == {h: "success" for h in hours}, task_state_map(af)
+
+
+def chain_events(model_dir: Path) -> list[tuple]:
+    """``(event, kind, hour_str, version, parent)`` of every ledger line, oldest first."""
+    return [(e["event"], e.get("kind"), e["hour_str"], e.get("version"), e.get("parent"))
+            for e in ledger(model_dir)]

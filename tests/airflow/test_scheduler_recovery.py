@@ -16,13 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_support import airflow_backfilling, ledger, streamtrain
+from airflow_support import (airflow_backfilling, chain_events, clear_and_rerun, ledger,
+                             streamtrain, task_state_map, wait_until)
 from streamtrain_airflow.airflow_home import (
     admin_password, run_states, task_states, write_config,
 )
-from streamtrain_airflow.demo import (
-    airflow_cli, wait_backfills_complete, wait_runs,
-)
+from streamtrain_airflow.demo import wait_runs
 from streamtrain_airflow.store_view import order_problem
 from trainer.config import load_config
 from trainer.hours import hour_index, partition_relpath
@@ -49,22 +48,6 @@ def _api(af, method: str, path: str, body: dict | None = None) -> dict:
         return json.loads(resp.read() or b"{}")
 
 
-def _tis(af) -> dict[tuple[str, str], str]:
-    """``{(HH of the run's hour, task_id): state}``."""
-    out = {}
-    for run_id, task, state in task_states(af.home, af.dag_id):
-        out[(run_id.split("T")[-1][:2], task)] = state
-    return out
-
-
-def _wait(what: str, cond, timeout: float, running, af) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        running.check_alive()
-        assert time.monotonic() < deadline, f"{what}: {_tis(af)} {run_states(af.home, af.dag_id)}"
-        time.sleep(2)
-
-
 def test_failed_hour_blocks_later_hours_until_recovered(af):
     streamtrain("gen-data", "--config", str(af.config), "--start", f"{DAY}T00", "--hours", "3",
                 "--rows-per-hour", "1500")
@@ -84,11 +67,12 @@ def test_failed_hour_blocks_later_hours_until_recovered(af):
     with airflow_backfilling(af, hours, {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1}) as running:
         # hour 1 fails (bad data: no retries); run 2 holds the slot, its train blocked on the past
         states = wait_runs(running, af.dag_id, hours, timeout=400)
-        assert list(states.values())[:2] == ["success", "failed"], _tis(af)
-        _wait("run 2 blocked", lambda: _tis(af).get(("02", "wait_for_partition")) == "success",
-              120, running, af)
+        assert list(states.values())[:2] == ["success", "failed"], task_state_map(af)
+        wait_until("run 2 blocked",
+                   lambda: task_state_map(af).get(("02", "wait_for_partition")) == "success",
+                   120, running, af)
         time.sleep(5)  # long enough for the scheduler to have started train(2), were it allowed
-        tis = _tis(af)
+        tis = task_state_map(af)
         assert tis[("01", "train")] == "failed"
         assert tis[("02", "train")] is None, tis  # no state: waits on depends_on_past
         assert run_states(af.home, af.dag_id)[f"{DAY} 02:00:00.000000"] == "running"
@@ -110,21 +94,12 @@ def test_failed_hour_blocks_later_hours_until_recovered(af):
         # step 2: mark the blocked newer run failed (REST, as documented)
         run2 = next(r for r, t, s in task_states(af.home, af.dag_id) if f"{DAY}T02" in r)
         _api(af, "PATCH", f"/api/v2/dags/{af.dag_id}/dagRuns/{run2}", {"state": "failed"})
-        # an operator takes longer than the scheduler's 30 s loop: the backfill, all of its runs
-        # finished now, is marked complete before the clear (its runs must start again anyway)
-        wait_backfills_complete(running, af.dag_id, timeout=90)
-        # step 3: clear from H forward, every task
-        airflow_cli(af.home, "tasks", "clear", af.dag_id, "-s", f"{DAY}T01:00:00+00:00",
-                    "-e", f"{DAY}T02:00:00+00:00", "-y")
-
-        states = wait_runs(running, af.dag_id, hours, timeout=300)
-        assert states == {h: "success" for h in hours}, _tis(af)
+        clear_and_rerun(af, running, hours, f"{DAY}T01", f"{DAY}T02")  # step 3
 
     # every hour once, in order, each on its predecessor
-    events = [(e["event"], e.get("kind"), e["hour_str"], e.get("version"), e.get("parent"))
-              for e in ledger(af.model_dir)]
-    assert events == [("commit", "full", f"{DAY}T00", "v000001", None),
-                      ("commit", "delta", f"{DAY}T01", "v000002", "v000001"),
-                      ("commit", "delta", f"{DAY}T02", "v000003", "v000002")]
+    assert chain_events(af.model_dir) == [
+        ("commit", "full", f"{DAY}T00", "v000001", None),
+        ("commit", "delta", f"{DAY}T01", "v000002", "v000001"),
+        ("commit", "delta", f"{DAY}T02", "v000003", "v000002")]
     assert len((af.model_dir / "donefile").read_text().splitlines()) == 3
     streamtrain("chain", "--config", str(af.config), "--verify")  # step 4
