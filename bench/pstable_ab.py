@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pstable import AdmissionConfig, OptimizerConfig, TableConfig  # noqa: E402
-from pstable_bench import shuffled  # noqa: E402
+from pstable_bench import push_new_keys, shuffled, zipf_indices  # noqa: E402
 
 
 def build(rev: str, into: Path):
@@ -62,12 +62,7 @@ def build(rev: str, into: Path):
 
 
 def filled_table(module, cfg, keys, batch, layout, seed):
-    t = module.SparseTable(cfg)
-    width = cfg.dim + 1
-    for lo in range(0, len(keys), batch):
-        k = keys[lo:lo + batch]
-        t.push(k, None, np.ones(len(k), np.float32), np.zeros(len(k), np.float32),
-               np.zeros((len(k), width), np.float32), 0)
+    t = push_new_keys(module.SparseTable(cfg), keys, batch)
     return shuffled(t, np.random.default_rng(seed)) if layout == "shuffled" else t
 
 
@@ -89,7 +84,7 @@ def run(args):
               f"{args.repeats} interleaved rounds, layout {args.layout}, medians (wall clock)")
         for dist in ("uniform", "zipf"):
             idx = (rng.integers(0, args.rows, args.batch) if dist == "uniform"
-                   else (rng.zipf(args.zipf_a, args.batch).astype(np.int64) - 1) % args.rows)
+                   else zipf_indices(rng, args.rows, args.batch, args.zipf_a))
             q = keys[idx]
             push = {rev: [] for rev in tables}
             pull = {rev: [] for rev in tables}

@@ -58,6 +58,16 @@ def zipf_indices(rng, n_rows, n, a):
     return r % n_rows
 
 
+def push_new_keys(table, keys, batch):
+    """Create a row for every key by pushing ``batch`` keys at a time (zero gradients, hour 0)."""
+    width = table.config.dim + 1
+    for lo in range(0, len(keys), batch):
+        k = keys[lo:lo + batch]
+        table.push(k, None, np.ones(len(k), np.float32), np.zeros(len(k), np.float32),
+                   np.zeros((len(k), width), np.float32), 0)
+    return table
+
+
 def shuffled(table, rng):
     """A table with the rows of ``table`` in random slab order (the caller drops ``table``).
 
@@ -125,12 +135,8 @@ def run(args):
             W = dim + 1
             cfg = TableConfig(dim=dim, optimizer=OptimizerConfig(rule="adagrad"),
                               admission=AdmissionConfig(policy="none"), seed=1)
-            table = SparseTable(cfg)
             build_t0 = CLOCK()
-            for lo in range(0, n_rows, args.batch):
-                k = keys[lo:lo + args.batch]
-                table.push(k, None, np.ones(len(k), np.float32), np.zeros(len(k), np.float32),
-                           np.zeros((len(k), W), np.float32), 0)
+            table = push_new_keys(SparseTable(cfg), keys, args.batch)
             build_s = CLOCK() - build_t0
             if args.layout == "shuffled":
                 table = shuffled(table, rng)

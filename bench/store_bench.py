@@ -17,9 +17,9 @@ The disk line writes a file of the same size with one fsync and reads it back 16
 (the baseline of "% of disk": a copy out of the page cache into reused memory, the strict bound);
 it also prints the speed of reading the file whole into one fresh buffer, which pays page faults
 and zeroing as a load holding its data does. The page cache cannot be dropped here, so reads
-(the disk's and the store's) are from cache: they measure CPU, not the device. Every line is the median of ``--repeat`` runs; "% of disk" is the median of the
-per-run ratios (each run is compared with the disk probe made right before it), so a busy
-machine skews both sides alike.
+(the disk's and the store's) are from cache: they measure CPU, not the device. Every line is
+the median of ``--repeat`` runs; "% of disk" is the median of the per-run ratios (each run is
+compared with the disk probe made right before it), so a busy machine skews both sides alike.
 """
 from __future__ import annotations
 

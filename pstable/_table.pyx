@@ -111,9 +111,6 @@ cdef extern from *:
     static inline void pst_zero(float *restrict dst, int n) {
         for (int j = 0; j < n; j++) dst[j] = 0.0f;
     }
-    static inline void pst_fill(float *restrict dst, float v, int n) {
-        for (int j = 0; j < n; j++) dst[j] = v;
-    }
     static inline void pst_add(float *restrict dst, const float *restrict src, int n) {
         for (int j = 0; j < n; j++) dst[j] = dst[j] + src[j];
     }
@@ -167,7 +164,6 @@ cdef extern from *:
     void pst_copy_sse(float* dst, const float* src, int n) noexcept nogil
     void pst_zero(float* dst, int n) noexcept nogil
     void pst_rows_of_columns(float* dst, const float* const* cols, uint64_t n, int w) noexcept nogil
-    void pst_fill(float* dst, float v, int n) noexcept nogil
     void pst_add(float* dst, const float* src, int n) noexcept nogil
 
 cdef enum:
@@ -249,13 +245,16 @@ cdef inline void prefetch_row_w(const Slab* s, uint64_t i) noexcept nogil:
     prefetch_bytes_w(slab_at(s, i), s.stride)
 
 
-cdef inline void prefetch_row_r(const Slab* s, uint64_t i, uint64_t nbytes) noexcept nogil:
-    cdef char* p = slab_at(s, i)
+cdef inline void prefetch_bytes_r(const char* p, uint64_t nbytes) noexcept nogil:
     cdef uint64_t off = 0
     while off < nbytes:
         pst_prefetch_r(p + off)
         off += 64
     pst_prefetch_r(p + nbytes - 1)
+
+
+cdef inline void prefetch_row_r(const Slab* s, uint64_t i, uint64_t nbytes) noexcept nogil:
+    prefetch_bytes_r(slab_at(s, i), nbytes)
 
 
 cdef char* slab_append(Slab* s, uint64_t* oom) noexcept nogil:
