@@ -7,7 +7,7 @@ See ``docs/pstable.md``.
 
 from pstable.config import (AdmissionConfig, AdmissionPolicy, EvictionConfig, OptimizerConfig,
                             OptimizerRule, TableConfig, TableConfigError, opt_state_width)
-from pstable._table import EXPORT_COLUMNS, PushResult, SparseTable, feature_hash, rows_of_columns
+from pstable._table import EXPORT_COLUMNS, PushResult, SparseTable, feature_hash
 
 __all__ = [
     "SparseTable",
@@ -22,5 +22,4 @@ __all__ = [
     "opt_state_width",
     "feature_hash",
     "EXPORT_COLUMNS",
-    "rows_of_columns",
 ]

@@ -75,39 +75,6 @@ cdef extern from *:
     #else
     #define pst_copy_sse pst_copy
     #endif
-    /* dst[n, w] (row-major) from w columns of n floats: blocks of rows small enough to stay in
-       L1, and within a block 4 columns at a time (4 loads, a 4x4 transpose, 4 stores; the last 4
-       may overlap the ones before), scalar for narrow matrices and the last rows */
-    static void pst_rows_of_columns(float *restrict dst, const float *const *cols, uint64_t n,
-                                    int w) {
-        const uint64_t block = 256;
-        for (uint64_t lo = 0; lo < n; lo += block) {
-            uint64_t rows = n - lo < block ? n - lo : block, i;
-            float *d = dst + lo * w;
-            int c = 0;
-    #if defined(__SSE2__)
-            while (w >= 4 && c < w) {
-                int c4 = c + 4 <= w ? c : w - 4;
-                const float *s0 = cols[c4] + lo, *s1 = cols[c4 + 1] + lo;
-                const float *s2 = cols[c4 + 2] + lo, *s3 = cols[c4 + 3] + lo;
-                for (i = 0; i + 4 <= rows; i += 4) {
-                    __m128 r0 = _mm_loadu_ps(s0 + i), r1 = _mm_loadu_ps(s1 + i);
-                    __m128 r2 = _mm_loadu_ps(s2 + i), r3 = _mm_loadu_ps(s3 + i);
-                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                    _mm_storeu_ps(d + i * w + c4, r0);
-                    _mm_storeu_ps(d + (i + 1) * w + c4, r1);
-                    _mm_storeu_ps(d + (i + 2) * w + c4, r2);
-                    _mm_storeu_ps(d + (i + 3) * w + c4, r3);
-                }
-                for (; i < rows; i++)
-                    for (int k = c4; k < c4 + 4; k++) d[i * w + k] = cols[k][lo + i];
-                c = c4 + 4;
-            }
-    #endif
-            for (; c < w; c++)
-                for (i = 0; i < rows; i++) d[i * w + c] = cols[c][lo + i];
-        }
-    }
     static inline void pst_zero(float *restrict dst, int n) {
         for (int j = 0; j < n; j++) dst[j] = 0.0f;
     }
@@ -163,7 +130,6 @@ cdef extern from *:
     void pst_copy(float* dst, const float* src, int n) noexcept nogil
     void pst_copy_sse(float* dst, const float* src, int n) noexcept nogil
     void pst_zero(float* dst, int n) noexcept nogil
-    void pst_rows_of_columns(float* dst, const float* const* cols, uint64_t n, int w) noexcept nogil
     void pst_add(float* dst, const float* src, int n) noexcept nogil
 
 cdef enum:
@@ -1747,45 +1713,4 @@ def feature_hash(keys, slots):
     with nogil:
         for i in range(n):
             ov[i] = feat_hash(kv[i], sv[i])
-    return out
-
-
-def rows_of_columns(columns, out):
-    """Fill ``out`` (float32 [n, w], C-contiguous) with ``columns`` (w float32 arrays of n values)
-    as its columns: the row-major matrices ``SparseTable.load`` takes, from the element columns a
-    Parquet shard decodes to. One pass over the columns, 4 at a time through SSE transposes
-    (numpy's strided assignment is ~4x slower), without the GIL.
-
-    >>> import numpy as np
-    >>> out = np.empty((3, 2), np.float32)
-    >>> rows_of_columns([np.arange(3, dtype=np.float32), np.full(3, 7, np.float32)], out)
-    array([[0., 7.],
-           [1., 7.],
-           [2., 7.]], dtype=float32)
-    """
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.ndim != 2 \
-            or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"out: expected a writable C-contiguous float32 [n, w] array, got "
-                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
-    cdef Py_ssize_t n = out.shape[0], w = out.shape[1], c
-    columns = list(columns)
-    if len(columns) != w:
-        raise ValueError(f"columns: expected {w} (the width of out), got {len(columns)}")
-    for c in range(w):
-        columns[c] = _check_vec(f"columns[{c}]", columns[c], np.float32, n)
-    if n == 0 or w == 0:
-        return out
-    cdef const float** ptrs = <const float**>malloc(w * sizeof(float*))
-    if ptrs == NULL:
-        raise MemoryError("rows_of_columns: out of memory")
-    cdef const float[::1] col
-    cdef float[:, ::1] ov = out
-    try:
-        for c in range(w):
-            col = columns[c]
-            ptrs[c] = &col[0]      # the arrays in `columns` keep the memory alive
-        with nogil:
-            pst_rows_of_columns(&ov[0, 0], ptrs, n, w)
-    finally:
-        free(ptrs)
     return out

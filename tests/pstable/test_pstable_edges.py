@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pstable import SparseTable, TableConfig, feature_hash, rows_of_columns
+from pstable import SparseTable, TableConfig, feature_hash
 from pstable_cases import EDGE_KEYS, make_config
 from pstable_reference import RefTable, assert_same_state, init_embedding, init_embedding_vec
 
@@ -423,30 +423,6 @@ def test_load_duplicates_in_one_call_apply_in_order(n_feats):
     want = np.array([model[f][1]["weights"][model[f][2]] if model[f][0] == 0 else np.zeros(1 + dim)
                      for f in model], np.float32)
     assert np.array_equal(w, want) and int(rows.sum()) == len(whole)
-
-
-@pytest.mark.parametrize("w", [1, 2, 3, 4, 5, 9, 11, 65])
-@pytest.mark.parametrize("n", [0, 1, 3, 4, 255, 256, 257, 1001])
-def test_rows_of_columns_is_a_bit_exact_stack(n, w):
-    rng = np.random.default_rng(n * 100 + w)
-    bits = rng.integers(0, 2**32, (w, n), dtype=np.uint64).astype(np.uint32)
-    bits[:, ::7] = 0x7FC00001  # a NaN with a payload: copied as bits, not as values
-    cols = [row.view(np.float32) for row in bits]
-    out = np.full((n, w), 5.0, np.float32)
-    assert rows_of_columns(cols, out) is out
-    assert out.view(np.uint32).tobytes() == np.ascontiguousarray(bits.T).tobytes()
-
-
-@pytest.mark.parametrize("cols,out,match", [
-    ([np.zeros(3, np.float32)], np.zeros((3, 2), np.float32), r"columns: expected 2 \(the width of out\), got 1"),
-    ([np.zeros(3, np.float64)], np.zeros((3, 1), np.float32), r"columns\[0\]: expected dtype float32, got float64"),
-    ([np.zeros(4, np.float32)], np.zeros((3, 1), np.float32), r"columns\[0\]: expected shape \(3,\)"),
-    ([np.zeros(3, np.float32)], np.zeros((3, 1), np.float64), r"out: expected a writable C-contiguous float32"),
-    ([np.zeros(3, np.float32)] * 2, np.zeros((2, 3), np.float32).T, r"out: expected a writable C-contiguous"),
-])
-def test_rows_of_columns_rejects_bad_input(cols, out, match):
-    with pytest.raises(ValueError, match=match):
-        rows_of_columns(cols, out)
 
 
 def test_docstring_examples_of_the_compiled_module_run():

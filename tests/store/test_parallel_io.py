@@ -159,7 +159,6 @@ def test_column_major_columns_write_the_same_file(tmp_path):
     a = C.encode_parquet(C.check_columns(cols, dim=DIM, opt_width=K, where="t"))
     b = C.encode_parquet(C.check_columns(fortran, dim=DIM, opt_width=K, where="t"))
     assert a.to_pybytes() == b.to_pybytes()
-    assert C.element_matrix(fortran["weights"]).base is fortran["weights"]  # no transpose copy
 
 
 def test_split_by_shard_empty_and_errors():
@@ -173,18 +172,44 @@ def test_split_by_shard_empty_and_errors():
         list(C.split_by_shard(cols, np.array([0, -1, 0, 0]), [0]))
 
 
-# -- columns: blocked transposes, pooled arrays, the preallocated encoder ------------------------
-@pytest.mark.parametrize("n", [0, 1, C.BLOCK_ROWS - 1, C.BLOCK_ROWS, 2 * C.BLOCK_ROWS + 3])
+# -- columns: fixed-size matrix columns, pooled arrays, the preallocated encoder -------------------
+@pytest.mark.parametrize("n", [0, 1, 7, 70_000])
 @pytest.mark.parametrize("k", [0, 2])
-def test_encode_decode_bit_identical_across_blocks(n, k):
+def test_encode_decode_bit_identical(n, k):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     cols = _odd_floats(make_cols(n, k=k, seed=n)) if n >= 6 else make_cols(n, k=k, seed=n)
     buf = C.encode_parquet(C.check_columns(cols, dim=DIM, opt_width=k, where="t"))
     for use_threads in (True, False):
         back = C.decode_parquet(buf, where="t", opt_width=k, use_threads=use_threads)
         _same(back, cols)
         assert back["weights"].flags.c_contiguous and back["opt_state"].shape == (n, k)
-    m = cols["weights"]
-    assert _bits(C.element_matrix(m)) == _bits(m.T)
+    # the file: one fixed-size column per matrix, self-described; none for an empty opt_state
+    schema = pq.ParquetFile(pa.BufferReader(buf)).schema_arrow
+    assert schema.field("weights").type == pa.binary(4 * (1 + DIM))
+    assert schema.field("weights").metadata == {b"dtype": b"float32", b"width": str(1 + DIM).encode()}
+    assert ("opt_state" in schema.names) == bool(k)
+
+
+def test_decoded_matrices_are_views_of_the_column_bytes():
+    """No copy after the Parquet decode: the matrix is the fixed-size column's buffer; a sliced
+    (offset) column reads from its offset."""
+    cols = C.check_columns(make_cols(100, seed=4), dim=DIM, opt_width=K, where="t")
+    back = C.decode_parquet(C.encode_parquet(cols), where="t")
+    assert not back["weights"].flags.writeable and not back["weights"].flags.owndata
+    column = C.columns_to_table(cols).column("weights").chunk(0)
+    assert _bits(C.matrix_of(column.slice(10, 5), "t", "weights")) == _bits(cols["weights"][10:15])
+
+
+@pytest.mark.parametrize("column,match", [
+    (lambda pa: pa.array([b"abc"], pa.binary(3)), r"t: column 'weights' has type fixed_size_binary\[3\], expected"),
+    (lambda pa: pa.array([1.0], pa.float32()), r"t: column 'weights' has type float, expected fixed_size_binary"),
+    (lambda pa: pa.array([None], pa.binary(4)), r"t: column 'weights' has 1 null"),
+])
+def test_bad_matrix_column_is_named(column, match):
+    import pyarrow as pa
+    with pytest.raises(SchemaError, match=match):
+        C.matrix_of(column(pa), "t", "weights")
 
 
 def test_encoder_fallback_when_size_bound_too_small(monkeypatch):

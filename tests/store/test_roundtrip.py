@@ -6,7 +6,7 @@ import pytest
 
 from store_helpers import (DIM, H0, K, NUM_SHARDS, assert_cols_equal, chain_rows, commit, concat,
                            dense_arrays, make_cols, reference_apply, split_shards, stage, take)
-from trainer.store import (Chain, SchemaError, ShardCountError, Stage, StagedVersionError,
+from trainer.store import (Chain, CorruptFileError, SchemaError, ShardCountError, Stage, StagedVersionError,
                            load_chain, save)
 from trainer.store.layout import StoreLayout
 
@@ -159,3 +159,14 @@ def test_writable_read(tmp_path):
     commit(tmp_path, H0, "full", None, make_cols(30))
     cols = load_chain(tmp_path).read_shard("v000001", 0, writable=True)
     assert all(a.flags.writeable and a.flags.c_contiguous for a in cols.values())
+
+
+def test_model_of_another_schema_version_is_refused_by_name(tmp_path):
+    """A model written with element columns (schema 1) is named, not misread."""
+    commit(tmp_path, H0, "full", None, make_cols(20))
+    meta_path = next(tmp_path.glob("versions/*/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["schema_version"] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CorruptFileError, match=r"version v000001 .*meta.json has schema_version 1, expected 2"):
+        load_chain(tmp_path)

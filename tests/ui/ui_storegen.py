@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from trainer.hours import hour_index, hour_str
+from trainer.store.layout import SCHEMA_VERSION
 
 START = hour_index("2026-11-01T00")
 
@@ -70,7 +71,7 @@ def _commit(model_dir: Path, name: str, seq: int, i: int, hour: int, parent, bas
     kind = "full" if hour % 24 == 0 or parent is None else "delta"
     e = expected(i)
     meta = {
-        "schema_version": 1, "version": version, "kind": kind, "hour": hour,
+        "schema_version": SCHEMA_VERSION, "version": version, "kind": kind, "hour": hour,
         "hour_str": hour_str(hour), "parent": parent, "base": version if kind == "full" else base,
         "num_shards": 2, "dim": 8, "optimizer_rule": "adagrad", "config_hash": "c0ffee",
         "code_version": "0.1.0",

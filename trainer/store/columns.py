@@ -2,14 +2,19 @@
 
 A shard file has the export columns in this order: ``key`` uint64, ``slot`` int32, ``state``
 uint8 (0 admitted, 1 pending, 2 tombstone), ``show`` / ``click`` float32, ``last_seen`` int32,
-then the ``weights`` matrix [n, 1+dim] as float32 columns ``weights_0`` (the 1-wide weight) ..
-``weights_<dim>`` (the embedding), and the ``opt_state`` matrix [n, k] as ``opt_state_0`` ..
-``opt_state_<k-1>`` (none when the rule keeps no state).
+then the ``weights`` matrix [n, 1+dim] (column 0 the 1-wide weight, then the embedding) and the
+``opt_state`` matrix [n, k], each as one fixed-size column: Parquet FIXED_LEN_BYTE_ARRAY, Arrow
+``fixed_size_binary(4 * width)``, a row's ``width`` little-endian float32 values back to back
+(field metadata ``dtype: float32``, ``width``). No ``opt_state`` column when the rule keeps no
+state (k = 0). ``matrix_of`` turns such a column into the float32 matrix.
 
-Why one column per element, not a FixedSizeList column: Parquet writes repetition/definition
-levels for every list element. Measured here on 1e6 rows x 9 floats (pyarrow 26, no compression):
-FixedSizeList 240 MB/s encode, 470 MB/s decode; plain columns 660 MB/s and 2000+ MB/s. The plain
-columns are also what any Parquet reader (pandas, DuckDB, Spark) shows as ordinary floats.
+Why not a FixedSizeList<float32> column: Parquet writes repetition/definition levels for every
+list element. Nor one float32 column per element (schema 1): the row-major matrices the table
+exports and loads then need a transpose on every save and every load. Measured here on 125 K
+rows x (9 + 2) floats (pyarrow 26, no compression): FixedSizeList ~240 MB/s encode and ~470 MB/s
+decode; element columns 850 MB/s encode (plus the transpose) and 1.8 GB/s decode (plus the
+stacking); fixed-size binary 1.0 GB/s encode and 5.0-5.7 GB/s decode, which is a plain copy
+that lands the matrix as the table takes it, so nothing is transposed either way.
 """
 from __future__ import annotations
 
@@ -18,8 +23,6 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pstable import rows_of_columns
 
 from .errors import SchemaError
 
@@ -70,22 +73,24 @@ def empty(shape, dtype) -> np.ndarray:
     return np.frombuffer(buf, dtype, count=count).reshape(shape)
 
 
-def element_columns(name: str, width: int) -> list[str]:
-    """Parquet column names of matrix column `name`: ``name_0`` .. ``name_<width-1>``."""
-    return [f"{name}_{i}" for i in range(width)]
+def matrix_field(name: str, width: int) -> pa.Field:
+    """The Arrow field of matrix column ``name`` of ``width`` float32 values a row."""
+    return pa.field(name, pa.binary(4 * width), nullable=False,
+                    metadata={"dtype": "float32", "width": str(width)})
 
 
 def shard_schema(dim: int, opt_width: int) -> pa.Schema:
     fields = [pa.field(name, pa.from_numpy_dtype(dt), nullable=False)
               for name, dt in SCALAR_COLUMNS.items()]
-    for name, width in (("weights", 1 + dim), ("opt_state", opt_width)):
-        fields += [pa.field(c, pa.float32(), nullable=False) for c in element_columns(name, width)]
+    fields.append(matrix_field("weights", 1 + dim))
+    if opt_width:
+        fields.append(matrix_field("opt_state", opt_width))
     return pa.schema(fields)
 
 
 def check_columns(cols: dict, *, dim: int | None, opt_width: int | None, where: str) -> dict:
-    """Validate an export dict; returns it with contiguous arrays (int64 keys viewed as uint64;
-    matrices C- or Fortran-contiguous, as given).
+    """Validate an export dict; returns it with C-contiguous arrays (int64 keys viewed as
+    uint64).
 
     Raises ``SchemaError`` naming ``where``, the column, and expected vs actual.
     """
@@ -108,15 +113,9 @@ def check_columns(cols: dict, *, dim: int | None, opt_width: int | None, where: 
                 width is not None and a.shape[1] != width):
             exp = f"float32[{n}, {width if width is not None else 'k'}]"
             raise SchemaError(f"{where}: column {name!r} expected {exp}, got {a.dtype}{list(a.shape)}")
-        out[name] = a if a.flags.c_contiguous or a.flags.f_contiguous else np.ascontiguousarray(a)
+        out[name] = np.ascontiguousarray(a)
     return out
 
-
-#: Rows per block of the blocked transpose (row-major matrix -> element columns, for a save): a
-#: block of 8192 rows of a [n, 9] float32 matrix is 295 KB, so source and destination stay in
-#: cache. Measured here: [125 K, 9] -> element columns 6.9 ms with ``np.ascontiguousarray(m.T)``,
-#: 1.1 ms blocked.
-BLOCK_ROWS = 8192
 
 #: Parquet writer settings, measured (docs/model-store.md "Save and load speed"): values handed to
 #: the column writer 64 K at a time (the default 1024 costs ~25 % more encode time), one row
@@ -126,27 +125,17 @@ WRITE_BATCH_SIZE = 1 << 16
 MAX_ROW_GROUP = 1 << 26
 
 
-def element_matrix(m: np.ndarray) -> np.ndarray:
-    """``[n, w]`` -> C-contiguous ``[w, n]`` (row ``i`` = element column ``i``), blocked; free
-    when ``m`` is already column-major."""
-    if m.T.flags.c_contiguous:
-        return m.T
-    n, w = m.shape
-    out = empty((w, n), m.dtype)
-    for start in range(0, n, BLOCK_ROWS):
-        out[:, start:start + BLOCK_ROWS] = m[start:start + BLOCK_ROWS].T
-    return out
-
-
 def columns_to_table(cols: dict) -> pa.Table:
-    """Export dict (already checked) -> Arrow table; zero-copy except one blocked transpose per
-    matrix (the element columns are the rows of ``element_matrix``, which Arrow wraps as is)."""
+    """Export dict (already checked) -> Arrow table, zero-copy: a matrix's rows are its
+    fixed-size column's values as they lie in memory."""
     dim = cols["weights"].shape[1] - 1
     k = cols["opt_state"].shape[1]
     schema = shard_schema(dim, k)
     arrays = [pa.array(cols[name]) for name in SCALAR_COLUMNS]
-    for name in MATRIX_COLUMNS:
-        arrays += [pa.array(row) for row in element_matrix(cols[name])]
+    for name in MATRIX_COLUMNS[:2 if k else 1]:
+        m = cols[name].astype("<f4", copy=False)
+        arrays.append(pa.FixedSizeBinaryArray.from_buffers(
+            schema.field(name).type, m.shape[0], [None, pa.py_buffer(m)]))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -186,22 +175,24 @@ def encode_parquet(cols: dict, *, compression=DEFAULT_COMPRESSION,
     return sink.getvalue()
 
 
-def _matrix(table: pa.Table, name: str, present: list[str], where: str) -> np.ndarray:
-    """Stack the element columns ``name_0``, ``name_1``, ... of `table` into float32 [n, width]
-    (``pstable.rows_of_columns``: SSE transposes, ~4x numpy's blocked strided copies, which were
-    ~27 % of a chain load's CPU)."""
-    names = [c for c in present if c.startswith(f"{name}_") and c[len(name) + 1:].isdigit()]
-    width = len(names)
-    if names != element_columns(name, width):
-        raise SchemaError(f"{where}: columns of {name!r} are {names}, expected "
-                          f"{name}_0 .. {name}_{width - 1} in order")
-    parts = []
-    for column in names:
-        values = table.column(column)
-        if values.type != pa.float32():
-            raise SchemaError(f"{where}: column {column!r} has type {values.type}, expected float")
-        parts.append(values.to_numpy())
-    return rows_of_columns(parts, empty((table.num_rows, width), np.float32))
+def matrix_of(column, where: str, name: str) -> np.ndarray:
+    """A fixed-size matrix column (Arrow array or one-chunk ChunkedArray) -> float32 [n, width],
+    a read-only view of its Arrow memory (no copy)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    t = column.type
+    if not pa.types.is_fixed_size_binary(t) or t.byte_width % 4:
+        raise SchemaError(f"{where}: column {name!r} has type {t}, expected fixed_size_binary "
+                          f"of float32 values (a multiple of 4 bytes)")
+    width, n = t.byte_width // 4, len(column)
+    if column.null_count:
+        raise SchemaError(f"{where}: column {name!r} has {column.null_count} null(s)")
+    if n == 0:
+        return np.empty((0, width), np.float32)
+    m = np.frombuffer(column.buffers()[1], "<f4", count=n * width,
+                      offset=column.offset * t.byte_width).reshape(n, width)
+    m.flags.writeable = False  # as to_numpy() gives the scalar columns
+    return m
 
 
 def decode_parquet(buf, *, where: str, columns=None, opt_width: int | None = None,
@@ -216,21 +207,22 @@ def decode_parquet(buf, *, where: str, columns=None, opt_width: int | None = Non
     try:
         pf = pq.ParquetFile(pa.BufferReader(buf))
         present = pf.schema_arrow.names
-        to_read = [c for c in present
-                   if c in want or any(c.startswith(f"{m}_") for m in want if m in MATRIX_COLUMNS)]
-        table = pf.read(columns=to_read, use_threads=use_threads)
+        table = pf.read(columns=[c for c in present if c in want], use_threads=use_threads)
     except (pa.ArrowException, OSError) as e:
         raise SchemaError(f"{where}: not a readable Parquet shard: {e}") from None
     out = {}
     for name in want:
-        if name in MATRIX_COLUMNS:
-            out[name] = _matrix(table, name, to_read, where)
-            if name == "opt_state" and opt_width is not None and out[name].shape[1] != opt_width:
-                raise SchemaError(f"{where}: {out[name].shape[1]} opt_state columns, "
-                                  f"expected {opt_width}")
+        if name == "opt_state" and name not in present and opt_width == 0:
+            out[name] = np.empty((table.num_rows, 0), np.float32)  # the rule keeps no state
             continue
         if name not in present:
             raise SchemaError(f"{where}: column {name!r} missing")
+        if name in MATRIX_COLUMNS:
+            out[name] = matrix_of(table.column(name), where, name)
+            if name == "opt_state" and opt_width is not None and out[name].shape[1] != opt_width:
+                raise SchemaError(f"{where}: opt_state has {out[name].shape[1]} values a row, "
+                                  f"expected {opt_width}")
+            continue
         a = table.column(name).to_numpy()
         if a.dtype != SCALAR_COLUMNS[name]:
             raise SchemaError(f"{where}: column {name!r} has dtype {a.dtype}, "

@@ -33,7 +33,9 @@ from isal import isal_zlib
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+#: 2: matrices as fixed-size binary columns (1: one float32 column per matrix element); see
+#: ``columns``. A model of another schema is refused by name, never misread.
+SCHEMA_VERSION = 2
 
 #: File checksum: zlib CRC-32 of the whole file, as 8 hex digits. Measured on this machine on a
 #: 100 MB buffer: crc32 2760 MB/s, sha1 770, blake2b 620, md5 590, sha256 340 (no SHA-NI). The
