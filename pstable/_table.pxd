@@ -51,13 +51,11 @@ cdef struct Slab:
     uint64_t alloc_bytes        # bytes of all blocks
 
 
-cdef struct MergeHeader:        # a bucket of the push-local merge table: one per unique feature
-                                # of a pass: this, then grads[1 + dim]
-                                # (show, click and grads summed in batch order); stride a
-                                # multiple of 8
+cdef struct MergeHeader:        # a push-local merge record, one per unique feature of a pass:
+                                # this, then grads[1 + dim] (show, click and grads summed in
+                                # batch order); stride a multiple of 8
     uint64_t key
     int32_t slot
-    uint32_t gen                # the pass that owns the bucket (SparseTable.merge_gen); else empty
     float32_t show
     float32_t click
 
@@ -96,11 +94,12 @@ cdef class SparseTable:
     cdef char* scratch                  # per-push buffers, grown on demand and reused (one block):
     cdef uint64_t scratch_bytes
     cdef uint64_t scratch_rows          # keys per push they hold
-    cdef char* merged                   # the merge table: ix_capacity_for(keys) buckets (MergeHeader)
-    cdef uint64_t merge_stride          # bytes per merge bucket
-    cdef uint32_t merge_gen             # gen of the newest pass over it
+    cdef uint64_t* merge_ix             # the merge index: ix_capacity_for(keys) buckets, (hash tag
+                                        # << 32) | record; all empty between pushes
+    cdef char* merged                   # the merge records (MergeHeader + grads), one per key at most
+    cdef uint64_t merge_stride          # bytes per merge record
     cdef uint64_t last_n, last_nu       # keys and unique features of the previous push: the merge
-                                        # table is sized for about as many uniques (fits caches)
+                                        # index is sized for about as many uniques (fits caches)
     cdef uint64_t oom_bytes             # size of the allocation that failed, for the MemoryError
     cdef list tomb_keys                 # uint64 arrays of features evicted since mark_saved()
     cdef list tomb_slots                # int32 arrays, parallel to tomb_keys
@@ -112,7 +111,6 @@ cdef class SparseTable:
     cdef void _pull(self, const uint64_t* keys, const int32_t* slots, float* out,
                     Py_ssize_t n) noexcept nogil
     cdef _ensure_scratch(self, Py_ssize_t n)
-    cdef uint32_t _next_merge_gen(self) noexcept nogil
     cdef void _apply(self, float* w, const float* g) noexcept nogil
     cdef void _init_row(self, char* p, uint64_t h) noexcept nogil
     cdef bint _admit(self, const RowHeader* pe, uint64_t h, int32_t hour) noexcept nogil

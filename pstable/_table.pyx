@@ -59,25 +59,38 @@ cdef extern from *:
         }
         return malloc(bytes);
     }
-    /* small row copies / sums: restrict lets the compiler vectorise (memcpy is a call) */
+    /* small row copies / sums: restrict lets the compiler vectorise. A copy or zeroing loop
+       (even a scalar tail loop) is turned by gcc into a memcpy / memset call, which was 10% of
+       a Zipf pull's profile (a call per 36-byte row): SSE, 4 floats at a time, the last 4 again
+       (overlapping) instead of a tail loop; rows narrower than 4 by halves */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline void pst_copy(float *restrict dst, const float *restrict src, int n) {
+        if (n >= 4) {
+            for (int j = 0; j + 4 < n; j += 4) _mm_storeu_ps(dst + j, _mm_loadu_ps(src + j));
+            _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
+            return;
+        }
+        if (n & 2) _mm_storel_pi((__m64 *)dst, _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)src));
+        if (n & 1) _mm_store_ss(dst + n - 1, _mm_load_ss(src + n - 1));
+    }
+    static inline void pst_zero(float *restrict dst, int n) {
+        if (n >= 4) {
+            for (int j = 0; j + 4 < n; j += 4) _mm_storeu_ps(dst + j, _mm_setzero_ps());
+            _mm_storeu_ps(dst + n - 4, _mm_setzero_ps());
+            return;
+        }
+        if (n & 2) _mm_storel_pi((__m64 *)dst, _mm_setzero_ps());
+        if (n & 1) _mm_store_ss(dst + n - 1, _mm_setzero_ps());
+    }
+    #else
     static inline void pst_copy(float *restrict dst, const float *restrict src, int n) {
         for (int j = 0; j < n; j++) dst[j] = src[j];
     }
-    /* load's row copy: gcc turns the plain loop above into a memcpy call, which shows in load's
-       profile; 4 floats at a time with SSE instead (pull and push keep pst_copy: measured) */
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    static inline void pst_copy_sse(float *restrict dst, const float *restrict src, int n) {
-        int j = 0;
-        for (; j + 4 <= n; j += 4) _mm_storeu_ps(dst + j, _mm_loadu_ps(src + j));
-        for (; j < n; j++) _mm_store_ss(dst + j, _mm_load_ss(src + j));
-    }
-    #else
-    #define pst_copy_sse pst_copy
-    #endif
     static inline void pst_zero(float *restrict dst, int n) {
         for (int j = 0; j < n; j++) dst[j] = 0.0f;
     }
+    #endif
     static inline void pst_add(float *restrict dst, const float *restrict src, int n) {
         for (int j = 0; j < n; j++) dst[j] = dst[j] + src[j];
     }
@@ -128,7 +141,6 @@ cdef extern from *:
     void PST_CHECK(bint cond) noexcept nogil
     void* pst_big_alloc(size_t bytes) noexcept nogil
     void pst_copy(float* dst, const float* src, int n) noexcept nogil
-    void pst_copy_sse(float* dst, const float* src, int n) noexcept nogil
     void pst_zero(float* dst, int n) noexcept nogil
     void pst_add(float* dst, const float* src, int n) noexcept nogil
 
@@ -781,6 +793,7 @@ cdef class SparseTable:
         self.scratch = NULL
         self.scratch_bytes = 0
         self.scratch_rows = 0
+        self.merge_ix = NULL
         self.merged = NULL
         self.busy = False
 
@@ -972,33 +985,28 @@ cdef class SparseTable:
         return PushResult(int(res[0]), int(res[1]), int(res[2]))
 
     cdef _ensure_scratch(self, Py_ssize_t n):
-        """Push buffers for `n` keys (one huge-page block, reused; grown by half at least)."""
+        """Push buffers for `n` keys (one huge-page block, reused; grown by half at least): the
+        merge index (ix_capacity_for(keys) buckets, all empty between pushes) and the merge
+        records (one per key at most)."""
         cdef uint64_t rows = n
-        cdef uint64_t dcap, nbytes
+        cdef uint64_t ix_bytes, nbytes
         cdef char* p
         if rows <= self.scratch_rows:
             return
         if rows < self.scratch_rows * 3 // 2:
             rows = self.scratch_rows * 3 // 2
-        nbytes = ix_capacity_for(rows) * self.merge_stride
+        ix_bytes = ix_capacity_for(rows) * sizeof(uint64_t)
+        nbytes = ix_bytes + rows * self.merge_stride
         p = <char*>pst_big_alloc(nbytes)
         if p == NULL:
             raise MemoryError(f"pstable: could not allocate {nbytes} bytes for push buffers")
-        memset(p, 0, nbytes)                    # gen 0: no pass's bucket
+        memset(p, 0xFF, ix_bytes)               # every bucket empty (row id PST_EMPTY)
         free(self.scratch)
         self.scratch = p
         self.scratch_rows = rows
         self.scratch_bytes = nbytes
-        self.merged = p
-        self.merge_gen = 0
-
-    cdef uint32_t _next_merge_gen(self) noexcept nogil:
-        """A new pass over the merge table: a gen no bucket has (buckets are not cleared)."""
-        if self.merge_gen == <uint32_t>0xFFFFFFFF:   # after 4e9 passes: clear once, start again
-            memset(self.merged, 0, self.scratch_bytes)
-            self.merge_gen = 0
-        self.merge_gen += 1
-        return self.merge_gen
+        self.merge_ix = <uint64_t*>p
+        self.merged = p + ix_bytes
 
     cdef void _apply(self, float* w, const float* g) noexcept nogil:
         """The optimizer rule on one row (weights then opt_state), every weight clipped."""
@@ -1046,18 +1054,20 @@ cdef class SparseTable:
                    const float* clicks, const float* grads, Py_ssize_t n, int32_t hour,
                    uint64_t* res) noexcept nogil:
         cdef int W = self.width
+        cdef uint64_t* mix = self.merge_ix
         cdef char* merged = self.merged
         cdef uint64_t mstride = self.merge_stride
+        cdef uint64_t b
         cdef uint64_t dcap, dmask, dshift
         cdef uint64_t est = n
         cdef bint full = False
         cdef uint64_t nu = 0                    # unique features (merge records) so far
         # pipeline state: rings of 3 groups
         cdef uint64_t hs[3 * GROUP]
-        cdef uint64_t rec_at[3 * GROUP]         # phase 2: bucket of the merge record
+        cdef uint64_t rec_at[3 * GROUP]         # phase 2: merge index bucket of the record
+        cdef uint32_t rec[3 * GROUP]            # phase 2: the record
         cdef uint64_t scan                      # phase 2: next merge bucket to look at
         cdef uint64_t rows0, pend0              # phase 2: index sizes at its start
-        cdef uint32_t gen                       # this pass's mark of its merge buckets
         cdef uint32_t cand[3 * GROUP]           # phase 2: candidate row of the probe
         cdef uint64_t cpos[3 * GROUP]
         cdef uint64_t ver[3]
@@ -1082,13 +1092,16 @@ cdef class SparseTable:
         PST_CHECK(<uint64_t>n <= self.scratch_rows)
 
         # ---- phase 1: merge duplicate features into one record each (sums in batch order).
-        # The merge table is open addressing over the records themselves (home = top bits of the
-        # hash; a bucket belongs to this pass when its gen is this pass's), so a key touches one
-        # record: stage 1 hashes group g and prefetches its home records; stage 2 probes group
-        # g-1 in batch order and copies a first appearance into its bucket or adds a duplicate.
-        # The table is sized for the unique fraction of the previous push (+12.5%), so it stays
-        # cache-sized when keys repeat; if it fills past 3/4 the pass restarts at full size (the
-        # pass only writes push buffers; sums and counts do not depend on the size).
+        # Records are appended in order of first appearance; the merge index maps a feature to
+        # its record: 8-byte buckets (hash tag << 32 | record), open addressing, home = top bits
+        # of the hash, like the row index. Index buckets are small enough to stay in cache and
+        # records are written front to back, so a key costs a cached probe (plus a record read
+        # for a duplicate). Stage 1 hashes group g and prefetches its home buckets; stage 2
+        # probes group g-1 in batch order: a first appearance appends a record, a duplicate adds
+        # into its record. The index is sized for the unique fraction of the previous push
+        # (+12.5%); if it fills past 3/4 the pass restarts at full size (it only writes push
+        # buffers; sums and counts do not depend on the size). Phase 2 empties every bucket it
+        # reads, so the index is empty again for the next push.
         if self.last_n > 0:
             est = self.last_nu * <uint64_t>n // self.last_n
             est += est // 8 + 64
@@ -1099,7 +1112,6 @@ cdef class SparseTable:
             PST_CHECK(dcap <= ix_capacity_for(self.scratch_rows))
             dmask = dcap - 1
             dshift = shift_for(dcap)
-            gen = self._next_merge_gen()
             nu = 0
             full = False
             for g in range(ngroups + 1):
@@ -1110,7 +1122,7 @@ cdef class SparseTable:
                     for i in range(lo, hi):
                         h = feat_hash(keys[i], slots[i])
                         hs[ring + i - lo] = h
-                        prefetch_bytes_w(merged + (h >> dshift) * mstride, mstride)
+                        pst_prefetch_w(&mix[h >> dshift])
                 if g >= 1:
                     ring = ((g - 1) % 3) * GROUP
                     lo = (g - 1) * GROUP
@@ -1118,14 +1130,16 @@ cdef class SparseTable:
                     for i in range(lo, hi):
                         key = keys[i]
                         slot = slots[i]
-                        pos = hs[ring + i - lo] >> dshift
+                        h = hs[ring + i - lo]
+                        pos = h >> dshift
                         while True:
-                            m = <MergeHeader*>(merged + pos * mstride)
-                            if m.gen != gen:                # first appearance
+                            b = mix[pos]
+                            if <uint32_t>b == PST_EMPTY:      # first appearance
                                 if (nu + 1) * 4 > dcap * 3:
                                     full = True
                                     break
-                                m.gen = gen
+                                mix[pos] = (h & PST_HI) | nu
+                                m = <MergeHeader*>(merged + nu * mstride)
                                 m.key = key
                                 m.slot = slot
                                 m.show = shows[i]
@@ -1133,11 +1147,13 @@ cdef class SparseTable:
                                 pst_copy(<float*>(<char*>m + sizeof(MergeHeader)), grads + i * W, W)
                                 nu += 1
                                 break
-                            if m.key == key and m.slot == slot:
-                                m.show = m.show + shows[i]
-                                m.click = m.click + clicks[i]
-                                pst_add(<float*>(<char*>m + sizeof(MergeHeader)), grads + i * W, W)
-                                break
+                            if (b & PST_HI) == (h & PST_HI):
+                                m = <MergeHeader*>(merged + <uint32_t>b * mstride)
+                                if m.key == key and m.slot == slot:
+                                    m.show = m.show + shows[i]
+                                    m.click = m.click + clicks[i]
+                                    pst_add(<float*>(<char*>m + sizeof(MergeHeader)), grads + i * W, W)
+                                    break
                             pos = (pos + 1) & dmask
                         if full:
                             break
@@ -1145,16 +1161,18 @@ cdef class SparseTable:
                     break
             if not full:
                 break
-            dcap = ix_capacity_for(<uint64_t>n)  # never fills: n keys at most
+            memset(mix, 0xFF, dcap * sizeof(uint64_t))  # empty again; n keys never fill
+            dcap = ix_capacity_for(<uint64_t>n)
         self.last_n = n
         self.last_nu = nu
 
-        # ---- phase 2: per merge record (unique feature), in bucket order, which is hash order,
-        # as in the row index: its buckets are read front to back. Find or create the row (or the
-        # pending entry, and decide admission), counters, optimizer, changed mark. stage 1 takes
-        # group g's records from the scan, hashes them and prefetches their index buckets; stage 2
-        # probes group g-1 to the first tag match and prefetches the whole row; stage 3 resolves
-        # and updates group g-2.
+        # ---- phase 2: per merge record (unique feature), in merge-index bucket order, which is
+        # hash order, as in the row index: its buckets are read front to back. Find or create the
+        # row (or the pending entry, and decide admission), counters, optimizer, changed mark.
+        # stage 1 takes group g's buckets from the scan (emptying them), prefetches their records
+        # and, from the hash's top 32 bits that the bucket keeps (all a home bucket and a tag
+        # need), their row index buckets; stage 2 probes group g-1 to the first tag match and
+        # prefetches the whole row; stage 3 reads the records and resolves and updates group g-2.
         nun = <Py_ssize_t>nu
         ngroups = (nun + GROUP - 1) // GROUP
         scan = 0
@@ -1167,12 +1185,15 @@ cdef class SparseTable:
                 lo = g * GROUP
                 hi = lo + GROUP if lo + GROUP < nun else nun
                 for u in range(lo, hi):
-                    while (<MergeHeader*>(merged + scan * mstride)).gen != gen:
+                    while <uint32_t>mix[scan] == PST_EMPTY:
                         scan += 1
-                    m = <MergeHeader*>(merged + scan * mstride)
+                    b = mix[scan]
+                    mix[scan] = ~(<uint64_t>0)  # empty (as memset 0xFF leaves it)
                     rec_at[ring + u - lo] = scan
+                    rec[ring + u - lo] = <uint32_t>b
                     scan += 1
-                    h = feat_hash(m.key, m.slot)
+                    prefetch_bytes_r(merged + <uint32_t>b * mstride, mstride)
+                    h = b & PST_HI                  # the hash's top bits: enough to probe
                     hs[ring + u - lo] = h
                     pst_prefetch_r(&ix.buckets[h >> ix.shift])
             if 1 <= g <= ngroups:
@@ -1198,10 +1219,10 @@ cdef class SparseTable:
                     rc = -1
                     break
                 for u in range(lo, hi):
-                    h = hs[ring + u - lo]
-                    m = <MergeHeader*>(merged + rec_at[ring + u - lo] * mstride)
+                    m = <MergeHeader*>(merged + rec[ring + u - lo] * mstride)
                     key = m.key
                     slot = m.slot
+                    h = feat_hash(key, slot)        # the whole hash: initial values, admission
                     sh = m.show
                     ck = m.click
                     gp = <const float*>(<char*>m + sizeof(MergeHeader))
@@ -1271,6 +1292,8 @@ cdef class SparseTable:
                         res[2] += 1
                 if rc != 0:
                     break
+        if rc != 0:                                 # buckets not scanned yet: empty them
+            memset(mix, 0xFF, dcap * sizeof(uint64_t))
         return rc
 
     # ----------------------------------------------------------------------------------------
@@ -1671,9 +1694,9 @@ cdef class SparseTable:
                         else:
                             p = slab_at(rs, r)
                         header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
-                        pst_copy_sse(<float*>(p + HEADER_BYTES), wts + i * W, W)
+                        pst_copy(<float*>(p + HEADER_BYTES), wts + i * W, W)
                         if K:
-                            pst_copy_sse(<float*>(p + HEADER_BYTES) + W, opt + i * K, K)
+                            pst_copy(<float*>(p + HEADER_BYTES) + W, opt + i * K, K)
                     elif r != PST_EMPTY:
                         entry_remove(rix, rs, pos, r)
                     if st != STATE_PENDING and (ps.size == 0 or (filt != NULL

@@ -155,3 +155,28 @@ def test_config_from_toml_keys_and_back():
 def test_table_rejects_a_non_config():
     with pytest.raises(ValueError, match="config: expected a pstable.TableConfig"):
         SparseTable(42)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 8])
+def test_bad_value_found_in_the_merge_of_any_width_and_the_next_push_is_clean(dim):
+    """A NaN anywhere (here on a duplicate key of a push that restarts its merge: the first
+    push sized the merge for one key, this one has thousands) is refused with nothing changed,
+    and the next push merges as on a fresh table."""
+    cfg = TableConfig(dim=dim, optimizer={"rule": "adagrad"})
+    t, fresh = SparseTable(cfg), SparseTable(cfg)
+    for tab in (t, fresh):
+        tab.push(np.array([1], np.uint64), None, np.ones(1, np.float32), np.zeros(1, np.float32),
+                 np.zeros((1, dim + 1), np.float32), 1)
+    n = 5000
+    keys = (np.arange(n) % 3000).astype(np.uint64)
+    grads = np.full((n, dim + 1), 0.5, np.float32)
+    grads[4000, dim] = np.nan                      # key 1000, seen before: a merge add
+    shows = np.full(n, -0.0, np.float32)           # -0.0 counts as non-negative
+    before = _snapshot(t)
+    with pytest.raises(ValueError, match=rf"grads: expected finite values, got nan at row 4000, column {dim}"):
+        t.push(keys, None, shows, np.zeros(n, np.float32), grads, 2)
+    assert _snapshot(t) == before
+    grads[4000, dim] = 0.5
+    assert t.push(keys, None, shows, np.zeros(n, np.float32), grads, 2) == \
+        fresh.push(keys, None, shows, np.zeros(n, np.float32), grads, 2)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(t.export().values(), fresh.export().values()))
