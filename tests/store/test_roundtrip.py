@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from store_helpers import (DIM, H0, K, NUM_SHARDS, assert_cols_equal, chain_rows, commit, concat,
@@ -161,12 +162,41 @@ def test_writable_read(tmp_path):
     assert all(a.flags.writeable and a.flags.c_contiguous for a in cols.values())
 
 
+def _schema1_table(cols):
+    """A shard as schema 1 wrote it: one float32 column per matrix element."""
+    import pyarrow as pa
+    from trainer.store import columns as C
+    arrays = {name: pa.array(cols[name]) for name in C.SCALAR_COLUMNS}
+    for name in ("weights", "opt_state"):
+        for i in range(cols[name].shape[1]):
+            arrays[f"{name}_{i}"] = pa.array(np.ascontiguousarray(cols[name][:, i]))
+    return pa.table(arrays)
+
+
+def test_a_chain_saved_with_schema_1_keeps_loading(tmp_path, monkeypatch):
+    """A base written before schema 2 (element columns) and a delta written after load into the
+    same columns as if both were schema 2."""
+    import trainer.store.stage as stage_module
+    from trainer.store import columns as C
+    base, delta = make_cols(40, seed=1), make_cols(10, seed=2)
+    with monkeypatch.context() as m:
+        m.setattr(stage_module, "SCHEMA_VERSION", 1)
+        m.setattr(C, "columns_to_table", _schema1_table)
+        v1 = commit(tmp_path, H0, "full", None, base).version
+    commit(tmp_path, H0 + 1, "delta", v1, delta)
+    ch, got = chain_rows(tmp_path)
+    assert [json.loads((v.dir / "meta.json").read_text())["schema_version"] for v in ch.versions] == [1, 2]
+    assert pq.ParquetFile(ch.versions[0].dir / "shard-00000.parquet").schema_arrow.names[-1] == f"opt_state_{K - 1}"
+    for version, want in zip(got, (base, delta)):
+        assert_cols_equal(concat(version), concat(split_shards(want)))
+
+
 def test_model_of_another_schema_version_is_refused_by_name(tmp_path):
-    """A model written with element columns (schema 1) is named, not misread."""
     commit(tmp_path, H0, "full", None, make_cols(20))
     meta_path = next(tmp_path.glob("versions/*/meta.json"))
     meta = json.loads(meta_path.read_text())
-    meta["schema_version"] = 1
+    meta["schema_version"] = 3
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CorruptFileError, match=r"version v000001 .*meta.json has schema_version 1, expected 2"):
+    with pytest.raises(CorruptFileError, match=r"version v000001 .*meta.json has schema_version 3, "
+                                               r"expected one of \[1, 2\]"):
         load_chain(tmp_path)

@@ -195,6 +195,18 @@ def matrix_of(column, where: str, name: str) -> np.ndarray:
     return m
 
 
+def _stacked_element_columns(table: pa.Table, name: str, present: list[str], where: str):
+    """Matrix ``name`` of a schema-1 shard: float32 columns ``name_0`` .. ``name_<w-1>``,
+    stacked into [n, w] (a copy: only chains saved before schema 2 take this path)."""
+    names = [c for c in present if c.rsplit("_", 1)[0] == name and c.rsplit("_", 1)[1].isdigit()]
+    if names != [f"{name}_{i}" for i in range(len(names))]:
+        raise SchemaError(f"{where}: columns of {name!r} are {names}, expected {name}_0 .. in order")
+    parts = [table.column(c).to_numpy() for c in names]
+    if any(p.dtype != np.float32 for p in parts):
+        raise SchemaError(f"{where}: columns of {name!r} must be float32")
+    return np.stack(parts, axis=1) if parts else np.empty((table.num_rows, 0), np.float32)
+
+
 def decode_parquet(buf, *, where: str, columns=None, opt_width: int | None = None,
                    use_threads: bool = True) -> dict:
     """Parquet bytes -> export dict of numpy arrays (scalars are read-only views of Arrow memory).
@@ -207,28 +219,39 @@ def decode_parquet(buf, *, where: str, columns=None, opt_width: int | None = Non
     try:
         pf = pq.ParquetFile(pa.BufferReader(buf))
         present = pf.schema_arrow.names
-        table = pf.read(columns=[c for c in present if c in want], use_threads=use_threads)
+        table = pf.read(columns=[c for c in present if c in want or c.rsplit("_", 1)[0] in want],
+                        use_threads=use_threads)
     except (pa.ArrowException, OSError) as e:
         raise SchemaError(f"{where}: not a readable Parquet shard: {e}") from None
     out = {}
     for name in want:
-        if name == "opt_state" and name not in present and opt_width == 0:
-            out[name] = np.empty((table.num_rows, 0), np.float32)  # the rule keeps no state
+        if name in MATRIX_COLUMNS:
+            out[name] = _matrix_column(table, name, present, where, opt_width)
             continue
         if name not in present:
             raise SchemaError(f"{where}: column {name!r} missing")
-        if name in MATRIX_COLUMNS:
-            out[name] = matrix_of(table.column(name), where, name)
-            if name == "opt_state" and opt_width is not None and out[name].shape[1] != opt_width:
-                raise SchemaError(f"{where}: opt_state has {out[name].shape[1]} values a row, "
-                                  f"expected {opt_width}")
-            continue
         a = table.column(name).to_numpy()
         if a.dtype != SCALAR_COLUMNS[name]:
             raise SchemaError(f"{where}: column {name!r} has dtype {a.dtype}, "
                               f"expected {SCALAR_COLUMNS[name]}")
         out[name] = a
     return out
+
+
+def _matrix_column(table: pa.Table, name: str, present: list[str], where: str,
+                   opt_width: int | None) -> np.ndarray:
+    """Matrix column ``name`` of a decoded shard as float32 [n, width]."""
+    if name in present:
+        m = matrix_of(table.column(name), where, name)
+    elif f"{name}_0" in present:
+        m = _stacked_element_columns(table, name, present, where)  # a schema-1 shard
+    elif name == "opt_state" and opt_width == 0:
+        m = np.empty((table.num_rows, 0), np.float32)  # the rule keeps no state
+    else:
+        raise SchemaError(f"{where}: column {name!r} missing")
+    if name == "opt_state" and opt_width is not None and m.shape[1] != opt_width:
+        raise SchemaError(f"{where}: opt_state has {m.shape[1]} values a row, expected {opt_width}")
+    return m
 
 
 def split_by_shard(cols: dict, owner, shard_ids):

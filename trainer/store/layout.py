@@ -33,9 +33,11 @@ from isal import isal_zlib
 
 from .errors import StoreError
 
-#: 2: matrices as fixed-size binary columns (1: one float32 column per matrix element); see
-#: ``columns``. A model of another schema is refused by name, never misread.
+#: Written: 2, matrices as fixed-size binary columns (see ``columns``). Read: 2, and 1 (one
+#: float32 column per matrix element), so a chain saved before keeps training; a version of
+#: any other schema is refused by name, never misread.
 SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 #: File checksum: zlib CRC-32 of the whole file, as 8 hex digits. Measured on this machine on a
 #: 100 MB buffer: crc32 2760 MB/s, sha1 770, blake2b 620, md5 590, sha256 340 (no SHA-NI). The

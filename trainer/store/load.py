@@ -31,7 +31,7 @@ import pyarrow as pa
 from . import columns as C
 from .errors import (ChainOrderError, CorruptFileError, MissingFileError, MissingVersionError,
                      SchemaError, ShardCountError, StoreError)
-from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, crc32,
+from .layout import (CHECKSUM_ALGO, DENSE, META, READABLE_SCHEMA_VERSIONS, StoreLayout, crc32,
                      sha256_hex, shard_file_name)
 from .ledger import ChainState, VersionRecord, read_state
 
@@ -48,10 +48,10 @@ def read_meta_bytes(vdir: Path, what: str, missing_exc=MissingVersionError) -> t
         meta = json.loads(raw)
     except ValueError as e:
         raise CorruptFileError(f"{what}: {vdir / META} is not JSON: {e}") from None
-    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(meta, dict) or meta.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise CorruptFileError(f"{what}: {vdir / META} has schema_version "
                                f"{meta.get('schema_version') if isinstance(meta, dict) else None}, "
-                               f"expected {SCHEMA_VERSION}")
+                               f"expected one of {list(READABLE_SCHEMA_VERSIONS)}")
     if meta.get("checksum_algo", CHECKSUM_ALGO) != CHECKSUM_ALGO:
         raise CorruptFileError(f"{what}: checksum_algo {meta.get('checksum_algo')!r} unsupported")
     return meta, raw
