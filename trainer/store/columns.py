@@ -10,11 +10,11 @@ state (k = 0). ``matrix_of`` turns such a column into the float32 matrix.
 
 Why not a FixedSizeList<float32> column: Parquet writes repetition/definition levels for every
 list element. Nor one float32 column per element (schema 1): the row-major matrices the table
-exports and loads then need a transpose on every save and every load. Measured here on 125 K
-rows x (9 + 2) floats (pyarrow 26, no compression): FixedSizeList ~240 MB/s encode and ~470 MB/s
-decode; element columns 850 MB/s encode (plus the transpose) and 1.8 GB/s decode (plus the
-stacking); fixed-size binary 1.0 GB/s encode and 5.0-5.7 GB/s decode, which is a plain copy
-that lands the matrix as the table takes it, so nothing is transposed either way.
+exports and loads then need a transpose on every save and every load. Measured here (pyarrow
+26, no compression): FixedSizeList ~240 MB/s encode and ~470 MB/s decode (1e6 rows x 9 floats);
+on 125 K rows x (9 + 2) floats, element columns 850 MB/s encode (plus the transpose) and
+1.8 GB/s decode (plus the stacking), fixed-size binary 1.0 GB/s encode and 5.0-5.7 GB/s decode,
+a plain copy that lands the matrix as the table takes it: nothing is transposed either way.
 """
 from __future__ import annotations
 
@@ -132,7 +132,9 @@ def columns_to_table(cols: dict) -> pa.Table:
     k = cols["opt_state"].shape[1]
     schema = shard_schema(dim, k)
     arrays = [pa.array(cols[name]) for name in SCALAR_COLUMNS]
-    for name in MATRIX_COLUMNS[:2 if k else 1]:
+    for name in MATRIX_COLUMNS:
+        if name not in schema.names:  # no opt_state column when the rule keeps none
+            continue
         m = cols[name].astype("<f4", copy=False)
         arrays.append(pa.FixedSizeBinaryArray.from_buffers(
             schema.field(name).type, m.shape[0], [None, pa.py_buffer(m)]))
