@@ -59,10 +59,11 @@ cdef extern from *:
         }
         return malloc(bytes);
     }
-    /* small row copies / sums: restrict lets the compiler vectorise. A copy or zeroing loop
-       (even a scalar tail loop) is turned by gcc into a memcpy / memset call, which was 10% of
-       a Zipf pull's profile (a call per 36-byte row): SSE, 4 floats at a time, the last 4 again
-       (overlapping) instead of a tail loop; rows narrower than 4 by halves */
+    /* small row copies / sums: restrict lets the compiler vectorise. gcc turns a copy or
+       zeroing loop (even a scalar tail loop) into a memcpy / memset call per row; this SSE copy
+       (4 floats at a time, the last 4 again, overlapping; rows narrower than 4 by halves) makes
+       no call. Measured no faster than the call (a Zipf pull's memcpy samples were the row's
+       cache misses): it is the one copy helper of pull, push and load */
     #if defined(__SSE2__)
     #include <emmintrin.h>
     static inline void pst_copy(float *restrict dst, const float *restrict src, int n) {
