@@ -5,9 +5,11 @@ ratios within a run rather than absolute numbers):
 
 * pull and push keys/s for uniform and Zipf keys (batches of ``--batch`` keys, median of
   ``--repeats`` runs);
-* a Python ``dict`` baseline doing the same mapping (key -> row, then numpy gather / adagrad update
-  of the unique rows), timed on the same batch (``--dict-sample`` for a prefix: a prefix of a Zipf
-  batch has fewer duplicates, which would slow the baseline per key and flatter the ratios);
+* a Python ``dict`` baseline doing the same mapping (key -> row, then numpy gather; for push the
+  value checks, duplicate merge, show / click / last-seen / changed-mark updates and adagrad on
+  the unique rows, as the table's push does to existing rows), timed on the same batch
+  (``--dict-sample`` for a prefix: a prefix of a Zipf batch has fewer duplicates, which would
+  slow the baseline per key and flatter the ratios);
 * the machine's random-access bound: ``np.take`` of the same rows from a float32 slab of the same
   size, written first (no hashing; numpy advises such big arrays as huge pages, like the table);
 * bytes per row (table allocation without the push scratch) next to the raw row payload.
@@ -87,27 +89,43 @@ def shuffled(table, rng):
 
 
 class DictBaseline:
-    """Same mapping in Python: dict (slot, key) -> row index, numpy slab of weights + g2sum."""
+    """Same mapping in Python: dict key -> row index, numpy columns of the rows' state.
+
+    Push does what the table's push does to existing rows: checks the values, merges duplicate
+    keys (sums in batch order), adds shows and clicks, sets the last-seen hour and the changed
+    mark, and runs adagrad on the merged gradients.
+    """
 
     def __init__(self, keys, width):
         self.index = {k: i for i, k in enumerate(keys.tolist())}
         # np.full writes every page (np.zeros would leave them on the kernel's zero page)
         self.w = np.full((len(keys), width), 0.01, np.float32)
         self.g2 = np.full((len(keys), 2), 0.0, np.float32)
+        self.show = np.full(len(keys), 1.0, np.float32)
+        self.click = np.full(len(keys), 0.0, np.float32)
+        self.last_seen = np.full(len(keys), 0, np.int32)
+        self.changed = np.full(len(keys), False)
+
+    def rows_of(self, keys):
+        get = self.index.get
+        return np.fromiter((get(k, -1) for k in keys.tolist()), np.int64, len(keys))
 
     def pull(self, keys):
-        get = self.index.get
-        idx = np.fromiter((get(k, -1) for k in keys.tolist()), np.int64, len(keys))
+        idx = self.rows_of(keys)
         out = self.w[np.maximum(idx, 0)]
         out[idx < 0] = 0
         return out
 
-    def push(self, keys, grads, lr=0.05, ig=3.0):
-        get = self.index.get
-        idx = np.fromiter((get(k, -1) for k in keys.tolist()), np.int64, len(keys))
-        uniq, inv = np.unique(idx, return_inverse=True)
+    def push(self, keys, shows, clicks, grads, hour, lr=0.05, ig=3.0):
+        if not (np.isfinite(grads).all() and np.isfinite(shows).all() and np.isfinite(clicks).all()):
+            raise ValueError("non-finite push values")
+        uniq, inv = np.unique(self.rows_of(keys), return_inverse=True)
         g = np.zeros((len(uniq), grads.shape[1]), np.float32)
         np.add.at(g, inv, grads)
+        self.show[uniq] += np.bincount(inv, shows, len(uniq)).astype(np.float32)
+        self.click[uniq] += np.bincount(inv, clicks, len(uniq)).astype(np.float32)
+        self.last_seen[uniq] = hour
+        self.changed[uniq] = True
         w, g2 = self.w[uniq], self.g2[uniq]
         s0 = np.sqrt(ig / (ig + g2[:, 0]))
         s1 = np.sqrt(ig / (ig + g2[:, 1]))
@@ -181,7 +199,8 @@ def run(args):
                     m = min(args.dict_sample, args.batch) if args.dict_sample else args.batch
                     qs, gs = q[:m], grads[:m]
                     d_pull = m / median_time(lambda: dict_impl.pull(qs), args.repeats)
-                    d_push = m / median_time(lambda: dict_impl.push(qs, gs), args.repeats)
+                    d_push = m / median_time(lambda: dict_impl.push(qs, shows[:m], clicks[:m], gs, 1),
+                                             args.repeats)
                     dict_cols = (f"{d_pull / 1e6:9.2f} {d_push / 1e6:9.2f} "
                                  f"{pull_r / d_pull:8.1f}x {push_r / d_push:8.1f}x")
                 else:
