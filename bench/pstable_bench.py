@@ -117,9 +117,12 @@ class DictBaseline:
         return out
 
     def push(self, keys, shows, clicks, grads, hour, lr=0.05, ig=3.0):
-        if not (np.isfinite(grads).all() and np.isfinite(shows).all() and np.isfinite(clicks).all()):
-            raise ValueError("non-finite push values")
+        if not (np.isfinite(grads).all() and np.isfinite(shows).all() and np.isfinite(clicks).all()
+                and (shows >= 0).all() and (clicks >= 0).all()):
+            raise ValueError("push values must be finite, shows and clicks >= 0")
         uniq, inv = np.unique(self.rows_of(keys), return_inverse=True)
+        if len(uniq) and uniq[0] < 0:     # row -1 would silently update the last row
+            raise ValueError("the baseline's push updates existing rows only")
         g = np.zeros((len(uniq), grads.shape[1]), np.float32)
         np.add.at(g, inv, grads)
         self.show[uniq] += np.bincount(inv, shows, len(uniq)).astype(np.float32)

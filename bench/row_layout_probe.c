@@ -66,10 +66,14 @@ static void index_insert(uint64_t key, uint32_t row) {
     buckets[pos] = (h >> 32 << 32) | row;
 }
 
+static const Row64 *row_at(const char *slab, size_t stride, uint32_t row) {
+    return (const Row64 *)(slab + (size_t)row * stride);  /* Row72 starts as Row64 does */
+}
+
 static uint32_t index_find(const char *slab, size_t stride, uint64_t h, uint64_t key) {
     for (uint64_t pos = h >> SHIFT; (uint32_t)buckets[pos] != EMPTY; pos = (pos + 1) & MASK) {
         uint32_t row = (uint32_t)buckets[pos];    /* tags collide: 1e7 keys share ~1e4 tags */
-        if ((buckets[pos] >> 32) == (h >> 32) && ((const Row64 *)(slab + (size_t)row * stride))->key == key)
+        if ((buckets[pos] >> 32) == (h >> 32) && row_at(slab, stride, row)->key == key)
             return row;
     }
     return EMPTY;
@@ -99,7 +103,7 @@ static void pull_index(const char *slab, size_t stride, const uint64_t *keys, fl
                 }
                 cand[(k % 3) * GROUP + i % GROUP] = row;
                 if (row != EMPTY) {
-                    const char *p = slab + row * stride;
+                    const char *p = (const char *)row_at(slab, stride, row);
                     __builtin_prefetch(p);
                     __builtin_prefetch(p + 63);         /* header + weights: 64 bytes */
                 }
@@ -109,11 +113,10 @@ static void pull_index(const char *slab, size_t stride, const uint64_t *keys, fl
             size_t k = g - 2;
             for (size_t i = k * GROUP; i < (k + 1) * GROUP && i < n; i++) {
                 uint32_t row = cand[(k % 3) * GROUP + i % GROUP];
-                if (row != EMPTY && ((const Row64 *)(slab + (size_t)row * stride))->key != keys[i])
+                if (row != EMPTY && row_at(slab, stride, row)->key != keys[i])
                     row = index_find(slab, stride, hs[(k % 3) * GROUP + i % GROUP], keys[i]);
-                const Row64 *r = (const Row64 *)(slab + (size_t)row * stride);
-                if (row != EMPTY) memcpy(out + i * WIDTH, r->w, sizeof r->w);
-                else memset(out + i * WIDTH, 0, sizeof r->w);
+                if (row != EMPTY) memcpy(out + i * WIDTH, row_at(slab, stride, row)->w, WIDTH * sizeof(float));
+                else memset(out + i * WIDTH, 0, WIDTH * sizeof(float));
             }
         }
     }

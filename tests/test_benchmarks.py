@@ -72,13 +72,18 @@ def test_dict_baseline_push_matches_the_table():
     assert not base.pull(unknown).any() and not table.pull(unknown).any()
 
 
-def test_dict_baseline_refuses_nan_like_the_table():
+def test_dict_baseline_refuses_what_the_table_refuses():
     base = pstable_bench.DictBaseline(np.arange(4, dtype=np.uint64), 3)
-    grads = np.zeros((2, 3), np.float32)
-    grads[1, 2] = np.nan
-    with pytest.raises(ValueError):
-        base.push(np.arange(2, dtype=np.uint64), np.ones(2, np.float32), np.zeros(2, np.float32),
-                  grads, 1)
+    keys, ones, zeros = np.arange(2, dtype=np.uint64), np.ones(2, np.float32), np.zeros(2, np.float32)
+    nan_grads = np.zeros((2, 3), np.float32)
+    nan_grads[1, 2] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        base.push(keys, ones, zeros, nan_grads, 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        base.push(keys, -ones, zeros, np.zeros((2, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="existing rows"):
+        base.push(np.array([1, 99], np.uint64), ones, zeros, np.zeros((2, 3), np.float32), 1)
+    assert not base.changed.any() and (base.show == 1).all()
 
 
 def test_pstable_bench_prints_every_case(capsys):
