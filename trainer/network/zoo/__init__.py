@@ -1,0 +1,1 @@
+"""Built-in networks, one short file each: ``[network] model = "<file name>"``."""
