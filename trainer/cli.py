@@ -112,7 +112,7 @@ def _demo_argv(args) -> list[str]:
 
 def _gen_data(cfg, args) -> int:
     from trainer.gendata import generate_hours
-    report = generate_hours(cfg.columns, cfg.data_root, args.start, args.hours,
+    report = generate_hours(cfg, cfg.data_root, args.start, args.hours,
                             args.rows_per_hour, seed=args.seed, skip=tuple(args.skip))
     print(json.dumps(report, default=str) if report is not None else "done")
     return 0

@@ -95,12 +95,22 @@ class SaveConfig:
         _positive("save.keep_bases", self.keep_bases)
 
 
+#: Hydra launchers ``mpi.launcher`` may name ("" = mpiexec's own choice).
+LAUNCHERS = ("", "ssh", "rsh", "fork", "slurm", "lsf", "sge", "pbs")
+
+
 @dataclass(frozen=True)
 class MpiConfig:
     servers: int = 1
     workers: int = 1
     mpiexec: str = ""  # "" = the mpiexec beside this Python interpreter
-    hostfile: str = ""  # "" = all ranks on this machine
+    hosts: tuple[str, ...] = ()  # () = all ranks on this machine (or mpi.hostfile)
+    ranks_per_host: tuple[int, ...] = ()  # ranks on each of `hosts`, in rank order; () = 1 each
+    hostfile: str = ""  # "" = all ranks on this machine (or mpi.hosts)
+    launcher: str = ""  # "" = mpiexec's default (ssh for remote hosts)
+    launcher_exec: str = ""  # "" = the launcher found on PATH
+    iface: str = ""  # network interface the ranks talk over ("" = mpiexec's choice)
+    env: dict[str, str] = field(default_factory=dict)  # set on every rank (mpiexec -genv)
     extra_args: tuple[str, ...] = ()
     blas_threads: int = 1  # BLAS threads per rank: ranks share the cores, oversubscription is slow
     wait_spins: int = 50  # polls before a waiting rank starts to sleep
@@ -120,6 +130,30 @@ class MpiConfig:
         if self.wait_backoff_max_us < self.wait_backoff_min_us:
             raise ConfigError("mpi.wait_backoff_max_us: must be >= mpi.wait_backoff_min_us")
         _positive("mpi.timeout_seconds", self.timeout_seconds)
+        _one_of("mpi.launcher", self.launcher, LAUNCHERS)
+        self._validate_hosts()
+
+    def _validate_hosts(self) -> None:
+        if self.hosts and self.hostfile:
+            raise ConfigError("mpi.hosts: give mpi.hosts or mpi.hostfile, not both")
+        for host in self.hosts:
+            if not host or any(c.isspace() or c in ",:" for c in host):
+                raise ConfigError(f"mpi.hosts: {host!r} is not a host name or address")
+        if len(set(self.hosts)) != len(self.hosts):
+            raise ConfigError(f"mpi.hosts: a host is listed twice in {list(self.hosts)}")
+        if self.ranks_per_host:
+            if len(self.ranks_per_host) != len(self.hosts):
+                raise ConfigError(f"mpi.ranks_per_host: one count per host of mpi.hosts "
+                                  f"({len(self.hosts)}), got {list(self.ranks_per_host)}")
+            if min(self.ranks_per_host) < 1 or sum(self.ranks_per_host) != self.world_size:
+                raise ConfigError(f"mpi.ranks_per_host: counts >= 1 summing to servers + workers "
+                                  f"({self.world_size}), got {list(self.ranks_per_host)}")
+        elif self.hosts and len(self.hosts) != self.world_size:
+            raise ConfigError(f"mpi.hosts: {len(self.hosts)} hosts for {self.world_size} ranks "
+                              f"need mpi.ranks_per_host (one count per host)")
+        for name in self.env:
+            if not name or not all(c.isalnum() or c == "_" for c in name):
+                raise ConfigError(f"mpi.env: {name!r} is not an environment variable name")
 
 
 @dataclass(frozen=True)
@@ -130,6 +164,31 @@ class SensorConfig:
     def validate(self) -> None:
         _positive("sensor.poke_seconds", self.poke_seconds)
         _positive("sensor.timeout_seconds", self.timeout_seconds)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where ``s3://`` data roots live; the credentials are never logged nor hashed."""
+
+    endpoint: str = ""  # "" = AWS; "http://host:port" for MinIO, Ceph, moto, ...
+    region: str = ""  # "" = AWS_REGION / AWS_DEFAULT_REGION / the SDK's default
+    access_key: str = field(default="", repr=False)  # "" = AWS_ACCESS_KEY_ID / the SDK's chain
+    secret_key: str = field(default="", repr=False)  # "" = AWS_SECRET_ACCESS_KEY / the chain
+    session_token: str = field(default="", repr=False)  # "" = AWS_SESSION_TOKEN / the chain
+    connect_timeout_seconds: float = 10.0
+    request_timeout_seconds: float = 60.0
+
+    def validate(self) -> None:
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"s3.endpoint: must start with http:// or https://, "
+                              f"got {self.endpoint!r}")
+        if bool(self.access_key) != bool(self.secret_key):
+            raise ConfigError("s3.access_key: give both s3.access_key and s3.secret_key, or "
+                              "neither (then the AWS environment variables are used)")
+        if self.session_token and not self.access_key:
+            raise ConfigError("s3.session_token: needs s3.access_key and s3.secret_key")
+        _positive("s3.connect_timeout_seconds", self.connect_timeout_seconds)
+        _positive("s3.request_timeout_seconds", self.request_timeout_seconds)
 
 
 @dataclass(frozen=True)
@@ -145,20 +204,24 @@ class ModelConfig:
     save: SaveConfig
     mpi: MpiConfig
     sensor: SensorConfig
+    s3: S3Config = S3Config()
     path: str = ""  # the file this config was loaded from
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     def config_hash(self) -> str:
-        """sha256 of the canonical config (what was trained, not where files live)."""
-        canonical = {k: v for k, v in self.raw.items() if k not in ("data_root", "model_dir")}
+        """sha256 of the canonical config (what was trained, not where files live nor the
+        credentials to reach them)."""
+        canonical = {k: v for k, v in self.raw.items() if k not in _WHERE_KEYS}
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
 _TOP_KEYS = {"name", "data_root", "model_dir", "columns", "table", "network", "train", "save",
-             "mpi", "sensor"}
+             "mpi", "sensor", "s3"}
 _SECTIONS = {"columns": ColumnsConfig, "network": NetworkConfig, "train": TrainConfig,
-             "save": SaveConfig, "mpi": MpiConfig, "sensor": SensorConfig}
+             "save": SaveConfig, "mpi": MpiConfig, "sensor": SensorConfig, "s3": S3Config}
+#: Top-level keys that say where files live (and how to reach them), not what is trained.
+_WHERE_KEYS = ("data_root", "model_dir", "s3")
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> ModelConfig:

@@ -198,7 +198,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
     Parameters
     ----------
     cfg_or_columns : ModelConfig or ColumnsConfig
-        The column names (``cfg.columns``) to write.
+        The column names (``cfg.columns``) to write; a config also gives its ``[s3]`` settings.
     data_root : str
         Local path or pyarrow URI.
     start_hour, hours : int
@@ -220,7 +220,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
     if rows_per_hour < 1 or hours < 0 or files_per_hour < 1 or row_groups_per_file < 1:
         raise ValueError("generate_hours: rows_per_hour, files_per_hour, row_groups_per_file must be >= 1 "
                          f"and hours >= 0; got {rows_per_hour}, {files_per_hour}, {row_groups_per_file}, {hours}")
-    fs, base = open_root(data_root)
+    fs, base = open_root(data_root, getattr(cfg_or_columns, "s3", None))
     skip = {int(h) for h in skip}
     out = []
     for h in range(int(start_hour), int(start_hour) + int(hours)):

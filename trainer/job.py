@@ -124,7 +124,7 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
 
 
 def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
-    part = partition.locate(cfg.data_root, hour)
+    part = partition.locate(cfg.data_root, hour, cfg.s3)
     if not partition.is_complete(part):
         raise partition.InputError(f"partition {part.location} is not complete (no _SUCCESS)")
     files = partition.list_files(part)

@@ -1,6 +1,14 @@
 """The ``mpiexec`` command line for one hour: the only place it is built.
 
-``streamtrain run-hour`` and the Airflow train operator both call :func:`mpiexec_command`.
+``streamtrain run-hour`` and the Airflow train operator both call :func:`mpiexec_command`. The
+``[mpi]`` section decides where the ranks run: this machine, ``hosts`` (with ``ranks_per_host``)
+or a ``hostfile``, started through a ``launcher`` (ssh by default) over the network interface
+``iface``; see ``docs/cluster.md``. Ranks fill the hosts in order, so the servers (ranks
+``0..servers-1``) take the first slots.
+
+Remote hosts started through ssh or rsh go through ``trainer/hostexec.sh``, which runs the real
+launcher and, when a host's processes die under it mid-job, prints the one line that names the lost
+host (mpiexec itself only says that a proxy's socket closed).
 """
 from __future__ import annotations
 
@@ -11,9 +19,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from trainer.config import ConfigError, ModelConfig
+from trainer.config import ConfigError, ModelConfig, MpiConfig
 from trainer.hours import hour_str
 from trainer.process import run_streaming
+
+#: The launcher wrapper that names a lost host (runs ``$STREAMTRAIN_LAUNCHER_EXEC``, default ssh).
+HOSTEXEC = Path(__file__).with_name("hostexec.sh")
 
 
 def mpiexec_path(cfg: ModelConfig) -> str:
@@ -43,11 +54,9 @@ def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False,
     >>> cmd[1:3], cmd[-2:]
     (['-n', '3'], ['--hour', '2026-11-25T13'])
     """
-    command = [mpiexec_path(cfg), "-n", str(cfg.mpi.world_size)]
-    if cfg.mpi.hostfile:
-        if not os.path.exists(cfg.mpi.hostfile):
-            raise ConfigError(f"mpi.hostfile: {cfg.mpi.hostfile} does not exist")
-        command += ["-f", cfg.mpi.hostfile]
+    command = [mpiexec_path(cfg), "-n", str(cfg.mpi.world_size), *placement_args(cfg.mpi)]
+    for name, value in sorted(cfg.mpi.env.items()):
+        command += ["-genv", name, value]
     command += list(cfg.mpi.extra_args)
     command += [sys.executable, "-m", "trainer", "train", "--config", cfg.path,
                 "--hour", hour_str(hour)]
@@ -56,6 +65,38 @@ def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False,
     if run_info:  # recorded in the version's meta.json (e.g. which Airflow run made it)
         command += ["--run-info", json.dumps(run_info, sort_keys=True)]
     return command
+
+
+def placement_args(mpi: MpiConfig) -> list[str]:
+    """The ``mpiexec`` arguments that place the ranks on hosts and start them there.
+
+    >>> from trainer.config import MpiConfig
+    >>> placement_args(MpiConfig(servers=2, workers=2, hosts=("a", "b", "c"),
+    ...                          ranks_per_host=(1, 1, 2), iface="eth0"))[:2]
+    ['-hosts', 'a:1,b:1,c:2']
+    >>> placement_args(MpiConfig())
+    []
+    """
+    args: list[str] = []
+    if mpi.hosts:
+        counts = mpi.ranks_per_host or (1,) * len(mpi.hosts)
+        args += ["-hosts", ",".join(f"{h}:{n}" for h, n in zip(mpi.hosts, counts))]
+    elif mpi.hostfile:
+        if not os.path.exists(mpi.hostfile):
+            raise ConfigError(f"mpi.hostfile: {mpi.hostfile} does not exist")
+        args += ["-f", mpi.hostfile]
+    if mpi.launcher:
+        args += ["-launcher", mpi.launcher]
+    if mpi.launcher_exec:
+        found = shutil.which(mpi.launcher_exec)
+        if not found:
+            raise ConfigError(f"mpi.launcher_exec: {mpi.launcher_exec!r} is not an executable")
+        args += ["-launcher-exec", found]
+    elif (mpi.hosts or mpi.hostfile) and mpi.launcher in ("", "ssh", "rsh"):
+        args += ["-launcher-exec", str(HOSTEXEC)]
+    if mpi.iface:
+        args += ["-iface", mpi.iface]
+    return args
 
 
 def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:

@@ -2,12 +2,15 @@
 
 The partition of hour ``h`` is ``<data_root>/dt=YYYY-MM-DD/hour=HH/`` (:mod:`trainer.hours`). It is
 complete once the empty marker ``_SUCCESS`` exists in it; its data files are the files whose names
-do not start with ``_`` or ``.``. ``data_root`` is a local path or any URI pyarrow can open
-(``s3://…``, ``hdfs://…``) through :meth:`pyarrow.fs.FileSystem.from_uri`.
+do not start with ``_`` or ``.``. ``data_root`` is a local path, ``s3://bucket/prefix`` (opened with
+:class:`pyarrow.fs.S3FileSystem` from the config's ``[s3]`` section, else the standard AWS
+environment variables) or any other URI pyarrow can open (``hdfs://…``) through
+:meth:`pyarrow.fs.FileSystem.from_uri`. A missing bucket or refused credentials raise
+:class:`StorageError`, one line naming the URI.
 
 Typical use (rank 0 of the job)::
 
-    part = locate(cfg.data_root, hour)
+    part = locate(cfg.data_root, hour, cfg.s3)
     if not is_complete(part): ...
     files = list_files(part)                       # names, sizes, sha256 (for the model store)
     files, dense_dim = check_schema(part, files, cfg.columns)   # footers only
@@ -34,6 +37,7 @@ __all__ = [
     "SUCCESS",
     "InputError",
     "SchemaError",
+    "StorageError",
     "open_root",
     "Partition",
     "locate",
@@ -69,13 +73,24 @@ class SchemaError(InputError):
     """A configured column is missing or has a type streamtrain cannot read."""
 
 
-def open_root(data_root: str) -> tuple[pafs.FileSystem, str]:
+class StorageError(InputError):
+    """The storage behind ``data_root`` refuses us: no such bucket, or credentials denied.
+
+    Retrying cannot help until the config (or the bucket) is fixed, as with bad data."""
+
+
+def open_root(data_root: str, s3=None) -> tuple[pafs.FileSystem, str]:
     """The filesystem and base path of ``data_root`` (a local path or a pyarrow URI).
+
+    ``s3`` is the config's :class:`trainer.config.S3Config` (endpoint, region, credentials) for an
+    ``s3://bucket/prefix`` root; ``None`` = the AWS defaults and environment variables.
 
     >>> fs, path = open_root("/tmp/x/../data")
     >>> type(fs).__name__, path
     ('LocalFileSystem', '/tmp/data')
     """
+    if str(data_root).startswith("s3://"):
+        return _s3_filesystem(s3), str(data_root)[len("s3://"):].rstrip("/")
     if "://" in str(data_root):
         try:
             fs, path = pafs.FileSystem.from_uri(str(data_root))
@@ -83,6 +98,38 @@ def open_root(data_root: str) -> tuple[pafs.FileSystem, str]:
             raise InputError(f"data_root {data_root!r}: cannot open: {exc}") from None
         return fs, path.rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(os.fspath(data_root))
+
+
+def _s3_filesystem(s3) -> pafs.S3FileSystem:
+    """An S3 filesystem from the ``[s3]`` settings; empty settings fall back to the AWS SDK's
+    chain (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``~/.aws``, ...)."""
+    options: dict = {}
+    if s3 is not None:
+        if s3.endpoint:
+            scheme, _, address = s3.endpoint.partition("://")
+            options.update(scheme=scheme, endpoint_override=address.rstrip("/"))
+        if s3.region:
+            options["region"] = s3.region
+        if s3.access_key:
+            options.update(access_key=s3.access_key, secret_key=s3.secret_key,
+                           session_token=s3.session_token or None)
+        options.update(connect_timeout=s3.connect_timeout_seconds,
+                       request_timeout=s3.request_timeout_seconds)
+    return pafs.S3FileSystem(**options)
+
+
+#: What S3 says (inside pyarrow's OSError) when the bucket is missing or the credentials are bad.
+_REFUSALS = {"NO_SUCH_BUCKET": "no such bucket", "ACCESS_DENIED": "access denied",
+             "HTTP status 403": "access denied", "INVALID_ACCESS_KEY_ID": "access denied",
+             "SIGNATURE_DOES_NOT_MATCH": "access denied", "InvalidAccessKeyId": "access denied"}
+
+
+def storage_error(location: str, exc: OSError) -> InputError | OSError:
+    """A :class:`StorageError` naming ``location`` when ``exc`` is a refusal, else ``exc``."""
+    for marker, why in _REFUSALS.items():
+        if marker in str(exc):
+            return StorageError(f"{location}: {why} ({str(exc).splitlines()[0]})", file=location)
+    return exc
 
 
 @dataclass(frozen=True)
@@ -107,15 +154,29 @@ class Partition:
         return f"{self.path}/{name}"
 
 
-def locate(data_root: str, hour: int) -> Partition:
-    """The :class:`Partition` of hour index ``hour`` under ``data_root`` (nothing is read)."""
-    fs, base = open_root(data_root)
+def locate(data_root: str, hour: int, s3=None) -> Partition:
+    """The :class:`Partition` of hour index ``hour`` under ``data_root`` (nothing is read);
+    ``s3`` = the config's ``[s3]`` settings for an ``s3://`` root."""
+    fs, base = open_root(data_root, s3)
     return Partition(data_root=str(data_root), hour=int(hour), fs=fs, path=f"{base}/{partition_relpath(hour)}")
 
 
 def is_complete(part: Partition) -> bool:
-    """One cheap check: does ``_SUCCESS`` exist in the partition?"""
-    return part.fs.get_file_info(part.file_path(SUCCESS)).type == pafs.FileType.File
+    """One cheap check: does ``_SUCCESS`` exist in the partition?
+
+    On S3 a missing marker costs one more request, to tell "not there yet" from "no such
+    bucket" (a HEAD of a key in a missing bucket only says not found).
+    """
+    try:
+        if part.fs.get_file_info(part.file_path(SUCCESS)).type == pafs.FileType.File:
+            return True
+        if isinstance(part.fs, pafs.S3FileSystem):
+            bucket = part.path.split("/", 1)[0]
+            if part.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise StorageError(f"{part.location}: no such bucket {bucket!r}", file=part.location)
+    except OSError as exc:
+        raise storage_error(part.location, exc) from None
+    return False
 
 
 @dataclass(frozen=True)
@@ -157,11 +218,15 @@ def list_files(part: Partition, checksums: bool = True) -> list[DataFile]:
     InputError
         The partition folder does not exist, or a file cannot be read.
     """
-    info = part.fs.get_file_info(part.path)
-    if info.type != pafs.FileType.Directory:
-        raise InputError(f"partition {part.location}: no such folder", file=part.location)
+    try:
+        info = part.fs.get_file_info(part.path)
+        if info.type != pafs.FileType.Directory:
+            raise InputError(f"partition {part.location}: no such folder", file=part.location)
+        listed = part.fs.get_file_info(pafs.FileSelector(part.path, recursive=False))
+    except OSError as exc:
+        raise storage_error(part.location, exc) from None
     out = []
-    for fi in part.fs.get_file_info(pafs.FileSelector(part.path, recursive=False)):
+    for fi in listed:
         if fi.type != pafs.FileType.File or fi.base_name.startswith(("_", ".")):
             continue
         digest = ""
@@ -169,7 +234,8 @@ def list_files(part: Partition, checksums: bool = True) -> list[DataFile]:
             try:
                 digest = sha256_of(part.fs, fi.path)
             except OSError as exc:
-                raise InputError(f"{fi.path}: cannot read: {exc}", file=fi.path) from None
+                raise InputError(f"{part.location}/{fi.base_name}: cannot read: {exc}",
+                                 file=fi.path) from None
         out.append(DataFile(name=fi.base_name, path=fi.path, bytes=int(fi.size), sha256=digest))
     return sorted(out, key=lambda f: f.name)
 

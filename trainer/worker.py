@@ -68,7 +68,7 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, units) -> WorkerStats:
-        part = partition.locate(self.cfg.data_root, self.hour)
+        part = partition.locate(self.cfg.data_root, self.hour, self.cfg.s3)
         reader = BatchReader(units, self.cfg.columns, self.cfg.train.batch_size,
                              filesystem=part.fs, quarantine_path=self._quarantine_path())
         num_fields = len(self.cfg.columns.slots)

@@ -93,7 +93,7 @@ class PartitionSensor(BaseSensorOperator):
 
         cfg = load_config(self.config_path)
         hour = data_hour(context["logical_date"])
-        self._partition = locate(cfg.data_root, hour)
+        self._partition = locate(cfg.data_root, hour, cfg.s3)
         return cfg, hour, self._partition
 
     def execute(self, context) -> dict:
@@ -116,6 +116,7 @@ class PartitionSensor(BaseSensorOperator):
         if self.deferrable:
             if not self.poke(context):  # one check here: a landed hour needs no triggerer round trip
                 trigger = PartitionTrigger(data_root=cfg.data_root, hour=hour,
+                                           config_path=self.config_path,
                                            poke_interval=self.poke_interval,
                                            deadline=time.time() + self.timeout)
                 self.defer(trigger=trigger, method_name="execute_complete",

@@ -43,6 +43,9 @@ class PartitionTrigger(BaseTrigger):
         Seconds between two checks (the config's ``[sensor] poke_seconds``).
     deadline : float
         UNIX time after which the trigger stops waiting and fires a ``"timeout"`` event.
+    config_path : str
+        The model config, read by each check for its ``[s3]`` settings (so credentials never
+        enter the serialized trigger); ``""`` = the storage's defaults.
 
     Events (payload dict): ``{"status": "landed" | "timeout", "hour", "partition", "pokes",
     "waited_seconds"}``. A failing check (e.g. the storage is unreachable) raises, which fails the
@@ -50,26 +53,32 @@ class PartitionTrigger(BaseTrigger):
 
     >>> PartitionTrigger(data_root="/data", hour=7, poke_interval=5.0, deadline=60.0).serialize()
     ('streamtrain_airflow.triggers.PartitionTrigger', {'data_root': '/data', 'hour': 7,
-                                                  'poke_interval': 5.0, 'deadline': 60.0})
+                                                  'poke_interval': 5.0, 'deadline': 60.0,
+                                                  'config_path': ''})
     """
 
-    def __init__(self, *, data_root: str, hour: int, poke_interval: float, deadline: float) -> None:
+    def __init__(self, *, data_root: str, hour: int, poke_interval: float, deadline: float,
+                 config_path: str = "") -> None:
         super().__init__()
         self.data_root = str(data_root)
         self.hour = int(hour)
         self.poke_interval = float(poke_interval)
         self.deadline = float(deadline)
+        self.config_path = str(config_path)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (CLASSPATH, {"data_root": self.data_root, "hour": self.hour,
-                            "poke_interval": self.poke_interval, "deadline": self.deadline})
+                            "poke_interval": self.poke_interval, "deadline": self.deadline,
+                            "config_path": self.config_path})
 
     def _check(self) -> tuple[str, bool]:
         """One cheap check, blocking (run in a thread): the partition's location and whether it
         has its ``_SUCCESS``."""
+        from trainer.config import load_config
         from trainer.partition import is_complete, locate
 
-        part = locate(self.data_root, self.hour)
+        s3 = load_config(self.config_path).s3 if self.config_path else None
+        part = locate(self.data_root, self.hour, s3)
         return part.location, is_complete(part)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

@@ -50,7 +50,7 @@ def test_serialize_mirrors_init_and_round_trips(tmp_path):
     params = inspect.signature(PartitionTrigger.__init__).parameters
     assert set(kwargs) == {n for n in params if n != "self"}
     assert kwargs == {"data_root": str(tmp_path), "hour": HOUR, "poke_interval": 0.05,
-                      "deadline": 1767225600.5}
+                      "deadline": 1767225600.5, "config_path": ""}
     # the way the triggerer (and `dags test`) rebuild it: classpath + serde-encoded kwargs
     rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
     assert rebuilt.serialize() == (classpath, kwargs)
