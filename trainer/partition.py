@@ -170,13 +170,18 @@ def is_complete(part: Partition) -> bool:
     try:
         if part.fs.get_file_info(part.file_path(SUCCESS)).type == pafs.FileType.File:
             return True
-        if isinstance(part.fs, pafs.S3FileSystem):
-            bucket = part.path.split("/", 1)[0]
-            if part.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-                raise StorageError(f"{part.location}: no such bucket {bucket!r}", file=part.location)
+        _check_bucket(part)
     except OSError as exc:
         raise storage_error(part.location, exc) from None
     return False
+
+
+def _check_bucket(part: Partition) -> None:
+    """On S3, raise :class:`StorageError` when the partition's bucket does not exist."""
+    if isinstance(part.fs, pafs.S3FileSystem):
+        bucket = part.path.split("/", 1)[0]
+        if part.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise StorageError(f"{part.location}: no such bucket {bucket!r}", file=part.location)
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,7 @@ def list_files(part: Partition, checksums: bool = True) -> list[DataFile]:
     try:
         info = part.fs.get_file_info(part.path)
         if info.type != pafs.FileType.Directory:
+            _check_bucket(part)
             raise InputError(f"partition {part.location}: no such folder", file=part.location)
         listed = part.fs.get_file_info(pafs.FileSelector(part.path, recursive=False))
     except OSError as exc:
