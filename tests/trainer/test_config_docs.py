@@ -30,6 +30,7 @@ def test_every_section_key_is_documented():
         "[save]": fields(config.SaveConfig),
         "[mpi]": fields(config.MpiConfig),
         "[sensor]": fields(config.SensorConfig),
+        "[s3]": fields(config.S3Config),
         "[table.optimizer]": fields(pstable.OptimizerConfig),
         "[table.admission]": fields(pstable.AdmissionConfig),
         "[table]": fields(pstable.TableConfig) - {"optimizer", "admission"} | {"num_shards"},
