@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything streamtrain needs on a fresh Debian machine, idempotently:
-# system packages (Chromium for the UI tests), a project venv with the Python packages
+# system packages (Chromium for the UI tests, iproute2 + util-linux for the cluster tests), a project venv with the Python packages
 # (Airflow, MPICH + mpi4py from PyPI, pyarrow, numpy, Cython, test tools) and the compiled table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ VENV=.venv
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# the multi-host harness (scripts/netns_hosts.py, tests/cluster): ip netns and unshare --uts
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
