@@ -223,10 +223,11 @@ STREAMTRAIN_LAUNCHER_EXEC="{netns_exec}" exec "{HOSTEXEC}" "$@"
         _kill_all(pids)
         return pids
 
-    def traffic_bytes(self, name: str) -> int:
-        """Bytes received plus sent by host ``name`` on the bridge so far."""
+    def traffic_bytes(self, name: str) -> tuple[int, int]:
+        """Bytes host ``name`` has sent and received on the bridge so far (its veth's root end
+        receives what the host sends)."""
         stats = Path("/sys/class/net") / self.host(name).veth / "statistics"
-        return int((stats / "rx_bytes").read_text()) + int((stats / "tx_bytes").read_text())
+        return int((stats / "rx_bytes").read_text()), int((stats / "tx_bytes").read_text())
 
 
 # -- teardown and sweeping -----------------------------------------------------------------------

@@ -1,5 +1,11 @@
-"""A real S3-compatible HTTP server for the tests: ``moto_server`` in its own process, with
-request signing enforced, so wrong credentials are refused as a real bucket refuses them."""
+"""A real S3-compatible HTTP server for tests and benchmarks: ``moto_server`` (the ``moto[server]``
+dev dependency) in its own process on a loopback or harness bridge address, with request signing
+enforced, so wrong credentials are refused as a real bucket refuses them.
+
+    proc, server = start("127.0.0.1", Path("moto.log"))   # server.endpoint, .access_key, ...
+    ...
+    stop(proc)
+"""
 from __future__ import annotations
 
 import os
