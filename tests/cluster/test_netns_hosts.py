@@ -17,8 +17,10 @@ from support import MPIEXEC, PYTHON, REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-ALLREDUCE = ("from mpi4py import MPI; import socket; c = MPI.COMM_WORLD; "
-             "print(c.rank, socket.gethostname(), c.allreduce(c.rank + 1), flush=True)")
+# rank 0 prints every rank's hostname and sum (one writer: mpiexec may interleave two ranks' lines)
+ALLREDUCE = ("from mpi4py import MPI; import json, socket; c = MPI.COMM_WORLD; "
+             "seen = c.gather([socket.gethostname(), c.allreduce(c.rank + 1)]); "
+             "c.rank == 0 and print(json.dumps(seen), flush=True)")
 
 
 def leftovers(run_id: str) -> list[str]:
@@ -37,8 +39,8 @@ def test_ranks_on_two_hosts_see_their_own_hostname_and_reduce_over_tcp(make_host
                "-genv", "UCX_TLS", "tcp", PYTHON, "-c", ALLREDUCE]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    seen = sorted(tuple(line.split()) for line in done.stdout.splitlines())
-    assert seen == [("0", hosts.host("h1").namespace, "3"), ("1", hosts.host("h2").namespace, "3")]
+    assert json.loads(done.stdout) == [[hosts.host("h1").namespace, 3],
+                                       [hosts.host("h2").namespace, 3]]
     assert len({h.address for h in hosts.hosts} | {hosts.gateway}) == 3
 
 
