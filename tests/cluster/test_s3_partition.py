@@ -12,7 +12,7 @@ import pytest
 
 from trainer.config import ColumnsConfig, ConfigError, load_config
 from trainer.gendata import generate_hours
-from trainer.partition import (SUCCESS, StorageError, assign_work, check_schema, is_complete,
+from trainer.partition import (EXIT_BAD_INPUT, SUCCESS, StorageError, assign_work, check_schema, is_complete,
                                list_files, locate)
 from trainer.reader import BatchReader
 
@@ -141,3 +141,16 @@ def test_bad_s3_settings_are_refused(tmp_path, section, message):
                     f'[columns]\nslots = ["u"]\n[s3]\n{section}\n')
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+@pytest.mark.slow
+def test_a_job_with_refused_credentials_fails_in_one_line_naming_the_uri(tmp_path, uploaded, s3):
+    from support import streamtrain
+
+    cfg = config_for(tmp_path, s3, f"s3://{s3.bucket}/{tmp_path.name}", secret_key="not-the-secret")
+    done = streamtrain("train", "--config", cfg.path, "--hour", "2026-11-26T13", mpi_ranks=2,
+                       timeout=120)
+    assert done.returncode == EXIT_BAD_INPUT, done.stdout + done.stderr
+    first = next(ln for ln in done.stderr.splitlines() if ln.startswith("[streamtrain] error:"))
+    assert f"StorageError: {cfg.data_root}/dt=2026-11-26/hour=13: access denied" in first
+    assert "not-the-secret" not in done.stdout + done.stderr
