@@ -12,8 +12,8 @@ import pytest
 
 from trainer.config import ColumnsConfig, ConfigError, load_config
 from trainer.gendata import generate_hours
-from trainer.partition import (EXIT_BAD_INPUT, SUCCESS, StorageError, assign_work, check_schema, is_complete,
-                               list_files, locate)
+from trainer.partition import (EXIT_BAD_INPUT, SUCCESS, StorageError, assign_work, check_schema,
+                               is_complete, list_files, locate)
 from trainer.reader import BatchReader
 
 pytestmark = pytest.mark.cluster
