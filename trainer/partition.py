@@ -124,7 +124,7 @@ _REFUSALS = {"NO_SUCH_BUCKET": "no such bucket", "ACCESS_DENIED": "access denied
              "SIGNATURE_DOES_NOT_MATCH": "access denied", "InvalidAccessKeyId": "access denied"}
 
 
-def storage_error(location: str, exc: OSError) -> InputError | OSError:
+def _storage_error(location: str, exc: OSError) -> InputError | OSError:
     """A :class:`StorageError` naming ``location`` when ``exc`` is a refusal, else ``exc``."""
     for marker, why in _REFUSALS.items():
         if marker in str(exc):
@@ -172,7 +172,7 @@ def is_complete(part: Partition) -> bool:
             return True
         _check_bucket(part)
     except OSError as exc:
-        raise storage_error(part.location, exc) from None
+        raise _storage_error(part.location, exc) from None
     return False
 
 
@@ -230,7 +230,7 @@ def list_files(part: Partition, checksums: bool = True) -> list[DataFile]:
             raise InputError(f"partition {part.location}: no such folder", file=part.location)
         listed = part.fs.get_file_info(pafs.FileSelector(part.path, recursive=False))
     except OSError as exc:
-        raise storage_error(part.location, exc) from None
+        raise _storage_error(part.location, exc) from None
     out = []
     for fi in listed:
         if fi.type != pafs.FileType.File or fi.base_name.startswith(("_", ".")):
