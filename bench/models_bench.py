@@ -79,10 +79,13 @@ workers = 1
 """
 
 
-def make_stream(root: Path, hours: int, rows: int, seed: int = 11) -> list[dict]:
-    """Write (or reuse) the planted stream; returns gen-data's report per hour (Bayes AUC)."""
+def make_stream(root: Path, hours: int, rows: int, seed: int = 11,
+                planted: Planted = PLANTED) -> list[dict]:
+    """Write (or reuse) the planted stream under ``root/data``; returns gen-data's report per hour
+    (with its Bayes AUC). ``planted`` needs a sequence on ``history`` (strength 0 is fine): the
+    config declares it a sequence slot."""
     columns = ColumnsConfig(slots=tuple(SLOTS), dense=("d0", "d1", "d2"))  # those of CONFIG
-    return generate_hours(columns, str(root / "data"), START, hours, rows, seed, planted=PLANTED)
+    return generate_hours(columns, str(root / "data"), START, hours, rows, seed, planted=planted)
 
 
 def write_config(root: Path, model: str, options: dict) -> Path:
