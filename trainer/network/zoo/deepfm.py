@@ -7,8 +7,8 @@
   slots take part sum-pooled, as one more slot);
 - **deep**: an MLP over the embeddings side by side and the dense features.
 
-``logit = wide + linear(dense) + fm(embeddings) + mlp([embeddings, dense])``. Options: ``hidden``
-(the MLP's widths, default ``[64, 32]``).
+``logit = wide + linear(dense) + fm(embeddings) + mlp([embeddings, dense])``: Wide & Deep
+(``wide_deep.py``) plus the FM term. Options: ``hidden`` (the MLP's widths, default ``[64, 32]``).
 
 >>> import jax, jax.numpy as jnp
 >>> from trainer.network.api import InputSpec, Inputs
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from trainer.network.api import InputSpec, Inputs
-from trainer.network.layers import field_embeddings, flat_input, mlp_apply, mlp_init, widths
+from trainer.network.layers import field_embeddings, widths
+from trainer.network.zoo.wide_deep import WideDeep
 
 
 def fm_term(fields):
@@ -34,21 +35,13 @@ def fm_term(fields):
 
 
 @dataclass(frozen=True)
-class DeepFM:
-    spec: InputSpec
-    hidden: tuple[int, ...]
-
-    def init(self, key) -> dict:
-        spec = self.spec
-        width = (spec.num_fields + len(spec.sequences)) * spec.dim + spec.dense_dim
-        params = mlp_init(key, "deep", [width, *self.hidden, 1])
-        params["linear.w"] = jnp.zeros((spec.dense_dim,), jnp.float32)
-        return params
+class DeepFM(WideDeep):
+    """Wide & Deep (the same parameters) plus the FM term, which has no parameters of its own:
+    it reads the embeddings, so the table learns them to make the pairs' dot products right."""
 
     def apply(self, params, inputs: Inputs):
         fields = field_embeddings(inputs, tuple(self.spec.sequences))
-        deep = mlp_apply(params, "deep", flat_input(fields, inputs.dense))[:, 0]
-        return inputs.wide + inputs.dense @ params["linear.w"] + fm_term(fields) + deep
+        return super().apply(params, inputs) + fm_term(fields)
 
 
 def network(spec: InputSpec, hidden=(64, 32)) -> DeepFM:
