@@ -19,8 +19,9 @@ Every hour ``h`` gets ``rows_per_hour`` rows drawn from a fixed, seeded generati
   that adds per-id weights or per-slot sums can express but a factorization machine can; and a
   *sequence effect*: a history list slot (0..``history_len`` ids drawn like the target slot's,
   with the same raw ids, so a shared table makes them the same rows; no weights of its own, newest
-  last) adds ``strength * max_h <u_h, u_target>``: the click follows the history id that best
-  matches the target, which target attention can find and a sum over the history blurs.
+  last) adds ``strength * max_h <u_h, u_target>`` (centred per history length): the click follows
+  the history id that best matches the target, which target attention can find and a sum over
+  the history blurs.
 - **Label** ~ Bernoulli(sigmoid(planted logit)).
 
 Each partition gets 2 Parquet files of several row groups, a ``_bayes.json`` (``bayes_auc``: the AUC
@@ -105,7 +106,7 @@ class Planted:
     sequence : (str, str, float) or None
         ``(history_slot, target_slot, strength)``: the history slot's column is redrawn as a list of
         target-slot ids, and the logit gains ``strength * max_h <u_h, u_target>`` (0 for an empty
-        history), less its mean over the hour.
+        history), less its mean over the hour's rows of the same history length.
     factors : int
         Width of the latent factors ``u`` (unit-variance dot products).
     history_len : int
@@ -304,7 +305,11 @@ def _history(rows: int, hour: int, seed: int, target: int, prof: SlotProfile, ta
     best = np.full(rows, -np.inf)
     np.maximum.at(best, owner, match)
     best[lengths == 0] = 0.0
-    best -= best.mean()  # centred, so the CTR stays near the default stream's
+    # centred per history length: a longer history holds a better best match, and a model would
+    # otherwise learn "long history = click" from the per-id weights alone; this also keeps the
+    # CTR near the default stream's
+    per_length = np.bincount(lengths, weights=best) / np.maximum(np.bincount(lengths), 1)
+    best -= per_length[lengths]
     offsets = np.zeros(rows + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
     column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(raw_ids(ranks, target, seed), pa.int64()))
