@@ -34,12 +34,13 @@ def _aucs(root: Path, planted: Planted, models) -> dict:
 
 def test_deepfm_and_dcn_v2_find_planted_interactions_that_dnn_misses(tmp_path):
     auc = _aucs(tmp_path, INTERACTIONS, ("dnn", "deepfm", "dcn_v2"))
-    # measured (mean AUC over 4 hours): MARGINS_INTERACTIONS
-    assert auc["deepfm"] > auc["dnn"] + DEEPFM_MARGIN, auc
-    assert auc["dcn_v2"] > auc["dnn"] + DCN_MARGIN, auc
+    # measured (mean AUC over 4 hours): dnn 0.532, deepfm 0.590, dcn_v2 0.604
+    assert auc["deepfm"] > auc["dnn"] + 0.03, auc
+    assert auc["dcn_v2"] > auc["dnn"] + 0.03, auc
 
 
 def test_din_finds_the_planted_sequence_effect_that_dnn_misses(tmp_path):
     auc = _aucs(tmp_path, SEQUENCE, ("dnn", "din"))
-    # measured (mean AUC over 4 hours): MARGINS_SEQUENCE
-    assert auc["din"] > auc["dnn"] + DIN_MARGIN, auc
+    # measured (mean AUC over 4 hours): dnn 0.508, din 0.699 (sum-pooled history: wide_deep 0.643,
+    # deepfm 0.661, dcn_v2 0.659; dnn does not use sequence slots)
+    assert auc["din"] > auc["dnn"] + 0.1, auc
