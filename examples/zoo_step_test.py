@@ -1,6 +1,7 @@
 """DRAFT, to join ``tests/trainer/test_zoo.py`` once the JAX step is merged (it needs
 ``tests/trainer/network_checks.py``): the zoo through the whole training step.
 """
+import importlib
 
 import pytest
 from network_checks import check_network_gradients
