@@ -21,6 +21,14 @@ def _hour(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _planted_term(text: str):
+    from trainer.gendata import Planted
+    try:
+        return Planted.term(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamtrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-hour", type=int, default=20000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip", type=_hour, nargs="*", default=[], help="hours left missing")
+    p.add_argument("--interaction", type=_planted_term, action="append", default=[],
+                   metavar="SLOT_A:SLOT_B:STRENGTH",
+                   help="plant strength * <u_a, u_b> between two slots' latent factors (repeatable)")
+    p.add_argument("--sequence-effect", type=_planted_term, default=None,
+                   metavar="HISTORY:TARGET:STRENGTH",
+                   help="redraw list slot HISTORY as target-slot ids; plant strength * best match")
+    p.add_argument("--factors", type=int, default=4, help="width of the planted latent factors")
+    p.add_argument("--history-len", type=int, default=10, help="a history holds 0..N ids")
 
     p = command("train", "train one hour (run under mpiexec); stages the new version")
     p.add_argument("--hour", type=_hour, required=True)
@@ -111,9 +127,12 @@ def _demo_argv(args) -> list[str]:
 
 
 def _gen_data(cfg, args) -> int:
-    from trainer.gendata import generate_hours
+    from trainer.gendata import Planted, generate_hours
+    planted = Planted(interactions=tuple(args.interaction), sequence=args.sequence_effect,
+                      factors=args.factors, history_len=args.history_len)
     report = generate_hours(cfg, cfg.data_root, args.start, args.hours,
-                            args.rows_per_hour, seed=args.seed, skip=tuple(args.skip))
+                            args.rows_per_hour, seed=args.seed, skip=tuple(args.skip),
+                            planted=planted)
     print(json.dumps(report, default=str) if report is not None else "done")
     return 0
 

@@ -34,6 +34,12 @@ class ColumnsConfig:
     dense_fill: float = 0.0
     bad_rows: str = "fail"  # "fail" | "quarantine"
     shared_tables: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)  # list slot -> max_len, fed unpooled
+
+    @property
+    def pooled_slots(self) -> tuple[str, ...]:
+        """The slots the network gets sum-pooled (``slots`` minus ``sequences``), in config order."""
+        return tuple(s for s in self.slots if s not in self.sequences)
 
     def validate(self) -> None:
         if not self.slots:
@@ -52,6 +58,12 @@ class ColumnsConfig:
                 if slot in seen:
                     raise ConfigError(f"columns.shared_tables: slot {slot!r} is in two groups")
                 seen.add(slot)
+        for slot, max_len in self.sequences.items():
+            if slot not in self.slots:
+                raise ConfigError(f"columns.sequences.{slot}: not one of columns.slots "
+                                  f"(a sequence slot is a list slot fed unpooled)")
+            if max_len < 1:
+                raise ConfigError(f"columns.sequences.{slot}: max_len must be >= 1, got {max_len}")
 
 
 @dataclass(frozen=True)

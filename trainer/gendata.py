@@ -13,6 +13,15 @@ Every hour ``h`` gets ``rows_per_hour`` rows drawn from a fixed, seeded generati
 - **Planted logit** = bias + sum over the row's features of a true weight (a deterministic function
   of ``(seed, slot, id)`` that drifts slowly with the hour: a sine of period 3 days with an
   id-dependent phase) + a linear term on the dense columns + one interaction ``d0 * d1``.
+- **Planted structure** (:class:`Planted`, off by default: the default stream does not change):
+  *pairwise interactions* ``strength * <u_a, u_b>`` between the latent factors of two slots' ids
+  (``factors`` wide, fixed per id; a list slot's factor is the sum over its ids), which no model
+  that adds per-id weights or per-slot sums can express but a factorization machine can; and a
+  *sequence effect*: a history list slot (0..``history_len`` ids drawn like the target slot's,
+  with the same raw ids, so a shared table makes them the same rows; no weights of its own, newest
+  last) adds ``strength * max_h <u_h, u_target>`` (centred per history length): the click follows
+  the history id that best matches the target, which target attention can find and a sum over
+  the history blurs.
 - **Label** ~ Bernoulli(sigmoid(planted logit)).
 
 Each partition gets 2 Parquet files of several row groups, a ``_bayes.json`` (``bayes_auc``: the AUC
@@ -51,8 +60,8 @@ from trainer.model import sigmoid
 from trainer.partition import SUCCESS, open_root
 from trainer.sharding import mix64
 
-__all__ = ["SlotProfile", "DEFAULT_PROFILES", "EDGE_IDS", "raw_ids", "true_weights", "generate_hour",
-           "generate_hours"]
+__all__ = ["SlotProfile", "DEFAULT_PROFILES", "EDGE_IDS", "Planted", "raw_ids", "true_weights",
+           "latent_factors", "generate_hour", "generate_hours"]
 
 #: Raw ids of ranks 0..3 of every slot (the most popular ids): the 64-bit edge values.
 EDGE_IDS = np.array([0, -1, np.iinfo(np.int64).min, np.iinfo(np.int64).max], np.int64)
@@ -83,6 +92,69 @@ _BIAS = -2.2
 _DRIFT = 0.4  # drift amplitude, as a fraction of a weight's sigma
 _PERIOD_HOURS = 72.0
 _NEW_BASE = 1 << 40  # ranks of new ids start here (far from the stable ranks)
+_FACTOR_SALT = 100  # `what` salts of the latent factors start here (2 per factor column)
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Structure planted on top of the default logit (none by default).
+
+    Attributes
+    ----------
+    interactions : tuple of (str, str, float)
+        ``(slot_a, slot_b, strength)``: the logit gains ``strength * <u_a, u_b>``.
+    sequence : (str, str, float) or None
+        ``(history_slot, target_slot, strength)``: the history slot's column is redrawn as a list of
+        target-slot ids, and the logit gains ``strength * max_h <u_h, u_target>`` (0 for an empty
+        history), less its mean over the hour's rows of the same history length.
+    factors : int
+        Width of the latent factors ``u`` (unit-variance dot products).
+    history_len : int
+        A history list holds 0..history_len ids (uniform).
+    """
+
+    interactions: tuple = ()
+    sequence: tuple | None = None
+    factors: int = 4
+    history_len: int = 10
+
+    def check(self, columns) -> None:
+        """Refuse slots that are not columns of ``columns.slots``, naming the option."""
+        slots = tuple(columns.slots)
+        named = [("interaction", s) for a, b, _ in self.interactions for s in (a, b)]
+        if self.sequence is not None:
+            history, target, _ = self.sequence
+            named += [("sequence history", history), ("sequence target", target)]
+            if history == target:
+                raise ValueError(f"sequence: the history slot must differ from the target, got {history!r}")
+            if any(history in (a, b) for a, b, _ in self.interactions):
+                raise ValueError(f"interaction: {history!r} is the sequence's history slot")
+        for what, slot in named:
+            if slot not in slots:
+                raise ValueError(f"{what}: {slot!r} is not one of columns.slots ({', '.join(slots)})")
+        if self.factors < 1 or self.history_len < 1:
+            raise ValueError(f"factors and history_len must be >= 1, got {self.factors}, {self.history_len}")
+
+    @staticmethod
+    def term(text: str) -> tuple[str, str, float]:
+        """Parse ``"slot_a:slot_b:strength"`` (the command line's form of a planted term).
+
+        >>> Planted.term("item_id:category:1.5")
+        ('item_id', 'category', 1.5)
+        """
+        parts = text.split(":")
+        try:
+            if len(parts) != 3 or not parts[0] or not parts[1]:
+                raise ValueError
+            return parts[0], parts[1], float(parts[2])
+        except ValueError:
+            raise ValueError(f"expected SLOT:SLOT:STRENGTH, got {text!r}") from None
+
+    @property
+    def factor_slots(self) -> set:
+        """Slots whose rows need their latent factor."""
+        need = {s for a, b, _ in self.interactions for s in (a, b)}
+        return need | ({self.sequence[1]} if self.sequence else set())
 
 
 def _seed_salt(seed: int, what: int) -> np.ndarray:
@@ -114,6 +186,17 @@ def true_weights(ranks: np.ndarray, slot: int, seed: int, hour: int, sigma: floa
     return sigma * (normal + drift)
 
 
+def latent_factors(ranks: np.ndarray, slot: int, seed: int, factors: int) -> np.ndarray:
+    """The planted latent factor ``[n, factors]`` of ids (by rank) of ``slot``: fixed (no drift),
+    Gaussian with variance ``factors ** -0.5`` per column, so the dot product of two has variance 1."""
+    ranks = np.asarray(ranks, np.int64)
+    out = np.empty((ranks.shape[0], factors))
+    for j in range(factors):
+        u1, u2 = (_unit(ranks, slot, seed, _FACTOR_SALT + 2 * j + w) for w in (0, 1))
+        out[:, j] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return out * factors ** -0.25
+
+
 def _zipf_ranks(rng: np.random.Generator, n: int, space: int, a: float) -> np.ndarray:
     """Bounded Zipf(a) ranks in [0, space) by inverse CDF of the continuous approximation."""
     u = rng.random(n)
@@ -132,8 +215,9 @@ def _draw_ranks(rng, n, prof: SlotProfile, hour: int) -> np.ndarray:
     return ranks
 
 
-def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PROFILES):
-    """Draw one hour of data.
+def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PROFILES,
+                  planted: Planted = Planted()):
+    """Draw one hour of data (``planted``: extra structure, see :class:`Planted`).
 
     Returns
     -------
@@ -144,11 +228,16 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
         ``bayes_auc``, ``true_ctr`` (mean true probability), ``actual_ctr``, ``bayes_logloss``,
         ``rows``.
     """
+    planted.check(columns)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(hour) & 0xFFFFFFFF, 0x6E7])
     logit = np.full(rows, _BIAS)
     arrays: dict[str, pa.Array] = {}
+    factors: dict[str, np.ndarray] = {}  # slot -> [rows, k]: the row's latent factor (sum over a list)
+    history = planted.sequence[0] if planted.sequence else None
     for s, name in enumerate(columns.slots):
         prof = profiles[s % len(profiles)]
+        if name == history:
+            continue  # drawn below, from the target slot's ids
         if prof.max_len:
             lengths = rng.integers(0, prof.max_len + 1, rows)
             ranks = _draw_ranks(rng, int(lengths.sum()), prof, hour)
@@ -158,6 +247,10 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
             np.cumsum(lengths, out=offsets[1:])
             null = rng.random(rows) < prof.null_fraction
             logit += np.where(null, 0.0, per_row)  # a null list carries no feature
+            if name in planted.factor_slots:
+                u = latent_factors(ranks, s, seed, planted.factors)
+                sums = np.stack([np.bincount(owner, weights=c, minlength=rows) for c in u.T], axis=1)
+                factors[name] = sums * ~null[:, None]
             arrays[name] = pa.ListArray.from_arrays(
                 pa.array(offsets), pa.array(raw_ids(ranks, s, seed), pa.int64()),
                 mask=pa.array(null) if null.any() else None)
@@ -165,7 +258,17 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
             ranks = _draw_ranks(rng, rows, prof, hour)
             null = rng.random(rows) < prof.null_fraction
             logit += np.where(null, 0.0, true_weights(ranks, s, seed, hour, prof.sigma))
+            if name in planted.factor_slots:
+                factors[name] = latent_factors(ranks, s, seed, planted.factors) * ~null[:, None]
             arrays[name] = pa.array(raw_ids(ranks, s, seed), pa.int64(), mask=null if null.any() else None)
+    for a, b, strength in planted.interactions:
+        logit += strength * np.sum(factors[a] * factors[b], axis=1)
+    if history is not None:
+        target = planted.sequence[1]
+        t = list(columns.slots).index(target)
+        arrays[history], effect = _history(rows, hour, seed, t, profiles[t % len(profiles)],
+                                           factors[target], planted)
+        logit += effect
     dense = rng.standard_normal((rows, len(columns.dense))).astype(np.float32)
     for j, name in enumerate(columns.dense):
         null = (rng.random(rows) < 0.005) if j == len(columns.dense) - 1 else np.zeros(rows, bool)
@@ -179,7 +282,7 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
     cols = {columns.label: pa.array(labels, pa.int64())}
     if getattr(columns, "show", ""):
         cols[columns.show] = pa.array(np.ones(rows, np.int64))
-    cols.update(arrays)
+    cols.update((name, arrays[name]) for name in (*columns.slots, *columns.dense))
     pc_ = np.clip(p, 1e-7, 1 - 1e-7)
     info = {
         "rows": int(rows),
@@ -191,8 +294,31 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
     return pa.table(cols), info
 
 
+def _history(rows: int, hour: int, seed: int, target: int, prof: SlotProfile, target_factor, planted):
+    """The history column (lists of ids of slot ``target``, drawn as its ids are) and its planted
+    effect, ``strength * max_h <u_h, u_target>`` per row (0 for an empty history)."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(hour) & 0xFFFFFFFF, 0x5E9])
+    lengths = rng.integers(0, planted.history_len + 1, rows)
+    ranks = _draw_ranks(rng, int(lengths.sum()), prof, hour)
+    owner = np.repeat(np.arange(rows), lengths)
+    match = np.sum(latent_factors(ranks, target, seed, planted.factors) * target_factor[owner], axis=1)
+    best = np.full(rows, -np.inf)
+    np.maximum.at(best, owner, match)
+    best[lengths == 0] = 0.0
+    # centred per history length: a longer history holds a better best match, and a model would
+    # otherwise learn "long history = click" from the per-id weights alone; this also keeps the
+    # CTR near the default stream's
+    per_length = np.bincount(lengths, weights=best) / np.maximum(np.bincount(lengths), 1)
+    best -= per_length[lengths]
+    offsets = np.zeros(rows + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(raw_ids(ranks, target, seed), pa.int64()))
+    return column, planted.sequence[2] * best
+
+
 def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, rows_per_hour: int,
-                   seed: int, skip=(), *, files_per_hour: int = 2, row_groups_per_file: int = 4):
+                   seed: int, skip=(), *, files_per_hour: int = 2, row_groups_per_file: int = 4,
+                   planted: Planted = Planted()):
     """Write ``hours`` hourly partitions starting at hour index ``start_hour``.
 
     Parameters
@@ -209,6 +335,8 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
     skip : iterable of int
         Hour indexes not to write (to simulate an hour that never lands).
     files_per_hour, row_groups_per_file : int
+    planted : Planted
+        Interactions and a sequence effect to plant (none by default).
 
     Returns
     -------
@@ -217,6 +345,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
         ``"skipped"``) and, when written or already there, the ``_bayes.json`` content.
     """
     columns = getattr(cfg_or_columns, "columns", cfg_or_columns)
+    planted.check(columns)
     if rows_per_hour < 1 or hours < 0 or files_per_hour < 1 or row_groups_per_file < 1:
         raise ValueError("generate_hours: rows_per_hour, files_per_hour, row_groups_per_file must be >= 1 "
                          f"and hours >= 0; got {rows_per_hour}, {files_per_hour}, {row_groups_per_file}, {hours}")
@@ -236,7 +365,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
                     info = json.loads(f.read().decode())
             out.append({**rec, "status": "exists", **info})
             continue
-        table, info = generate_hour(columns, h, rows_per_hour, seed)
+        table, info = generate_hour(columns, h, rows_per_hour, seed, planted=planted)
         fs.create_dir(path, recursive=True)
         for fi in fs.get_file_info(pafs.FileSelector(path)):  # leftovers of a crashed run
             if fi.type == pafs.FileType.File:

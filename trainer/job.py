@@ -180,12 +180,13 @@ def _reduce_totals(comm, roles: Roles, metrics: ProgressiveMetrics, stats, table
     merged = np.zeros_like(metrics.state())
     comm.Reduce(metrics.state(), merged, op=MPI.SUM, root=0)
     names = ("ids_admitted", "ids_filtered", "table_rows", "pending_ids", "bad_rows",
-             "dense_nulls", "rows_read")
+             "dense_nulls", "rows_read", "truncated_ids")
     counters = np.zeros(len(names), dtype=np.int64)
     if roles.is_server:
         counters[:4] = [stats.created, stats.filtered, len(table), table.num_pending]
     else:
-        counters[4:] = [stats.read.bad_rows, stats.read.dense_nulls, stats.read.rows_read]
+        counters[4:] = [stats.read.bad_rows, stats.read.dense_nulls, stats.read.rows_read,
+                        stats.read.truncated_ids]
     total = np.zeros_like(counters)
     comm.Reduce(counters, total, op=MPI.SUM, root=0)
     if roles.rank != 0:

@@ -258,7 +258,8 @@ def column_type_problem(role: str, t: pa.DataType) -> str | None:
     """Why a column of Arrow type ``t`` cannot serve as ``role``, or ``None`` if it can.
 
     Roles: ``"label"`` (bool, integer or float), ``"show"`` (integer), ``"slot"`` (int64/uint64 or a
-    list/large_list of them), ``"dense"`` (integer or float, or a fixed-size list of them).
+    list/large_list of them), ``"sequence"`` (a slot of ``columns.sequences``: a list/large_list of
+    int64/uint64), ``"dense"`` (integer or float, or a fixed-size list of them).
 
     >>> column_type_problem("slot", pa.list_(pa.int64())) is None
     True
@@ -276,6 +277,10 @@ def column_type_problem(role: str, t: pa.DataType) -> str | None:
         if (pa.types.is_list(t) or pa.types.is_large_list(t)) and _int64ish(t.value_type):
             return None
         return f"expected int64, uint64 or a list of them, got {t}"
+    if role == "sequence":
+        if (pa.types.is_list(t) or pa.types.is_large_list(t)) and _int64ish(t.value_type):
+            return None
+        return f"a sequence slot must be a list of int64 or uint64, got {t}"
     if role == "dense":
         def numeric(x):
             return pa.types.is_integer(x) or pa.types.is_floating(x)
@@ -295,7 +300,8 @@ def _roles(columns) -> list[tuple[str, str]]:
     roles = [(columns.label, "label")]
     if columns.show:
         roles.append((columns.show, "show"))
-    roles += [(s, "slot") for s in columns.slots]
+    sequences = getattr(columns, "sequences", None) or {}
+    roles += [(s, "sequence" if s in sequences else "slot") for s in columns.slots]
     roles += [(d, "dense") for d in columns.dense]
     return roles
 

@@ -11,9 +11,16 @@ Per batch of ``n`` rows and ``m`` feature occurrences:
   ``dense`` float32 [n, D];
 - ``keys`` uint64 [m] (an ``int64`` id viewed bit for bit), ``slots`` int32 [m] (the *table* slot
   id: the slot column's index, or the first slot of its ``shared_tables`` group), ``field`` int32 [m]
-  (the slot *column* index, the pooling position: shared slots share rows but are pooled
-  separately), ``example`` int32 [m] (row of the batch). List columns contribute one occurrence per
+  (the pooling position: the index in ``columns.pooled_slots`` = ``slots`` minus ``sequences``, so
+  shared slots share rows but are pooled separately; ``-1`` for an id of a sequence slot, which is
+  not pooled), ``example`` int32 [m] (row of the batch). List columns contribute one occurrence per
   element; null scalars, null lists, empty lists and null elements contribute nothing.
+- ``sequences``: for each sequence slot (``columns.sequences = {slot = max_len}``), int64
+  [n, max_len]: the index (into ``keys``/``slots``/``field``/``example``) of each kept id, in list
+  order from position 0, then ``-1`` as padding. A row keeps the *newest* ``max_len`` ids of its
+  list (the last ones: lists are oldest first); the older ones are not occurrences (not pulled,
+  not pushed) and are counted in :attr:`ReadStats.truncated_ids`. Kept ids are occurrences like
+  any other: pulled, pushed and in the wide term.
 
 :func:`dedup` turns a batch into the unique features to pull/push.
 
@@ -47,6 +54,7 @@ __all__ = [
     "BatchReader",
     "read_batches",
     "slot_ids",
+    "pooling_fields",
     "dedup",
 ]
 
@@ -72,6 +80,29 @@ def slot_ids(columns) -> np.ndarray:
     return ids
 
 
+def pooling_fields(columns) -> np.ndarray:
+    """Pooling position of each slot column, int32 [F]: its index in ``columns.pooled_slots``
+    (the slots minus the sequence slots, in config order), or -1 for a sequence slot.
+
+    >>> from types import SimpleNamespace as NS
+    >>> pooling_fields(NS(slots=("user", "history", "item"), sequences={"history": 20})).tolist()
+    [0, -1, 1]
+    """
+    sequences = getattr(columns, "sequences", None) or {}
+    pooled = [s for s in columns.slots if s not in sequences]
+    return np.array([pooled.index(s) if s in pooled else -1 for s in columns.slots], np.int32)
+
+
+def _newest(parent: np.ndarray, n: int, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of a list column's elements (``parent``: the row of each, non-decreasing, nulls dropped),
+    which are among their row's last ``max_len`` (lists are oldest first), and the place of each
+    in the kept sequence (0 = the oldest kept)."""
+    counts = np.bincount(parent, minlength=n)
+    rank = np.arange(len(parent)) - (np.cumsum(counts) - counts)[parent]
+    dropped = np.maximum(counts - max_len, 0)[parent]
+    return rank >= dropped, (rank - dropped).astype(np.int32)
+
+
 @dataclass
 class Batch:
     """One training batch (see the module docstring). Feature order is unspecified."""
@@ -81,10 +112,12 @@ class Batch:
     dense: np.ndarray  #: float32 [n, D], C-contiguous
     keys: np.ndarray  #: uint64 [m]
     slots: np.ndarray  #: int32 [m], table slot id
-    field: np.ndarray  #: int32 [m], slot column index
+    field: np.ndarray  #: int32 [m], index in the pooled slots; -1 for a sequence slot's id
     example: np.ndarray  #: int32 [m], row in the batch
     has_shows: bool = False  #: whether a show column was configured
     sources: tuple = ()  #: ((path, first_row_in_file, rows), ...) of the (kept) rows, for messages
+    #: sequence slot -> int64 [n, max_len]: occurrence index of each kept id, -1 = padding
+    sequences: dict = dc_field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:
@@ -153,11 +186,13 @@ class ReadStats:
     rows: int = 0  #: rows delivered in batches
     bad_rows: int = 0  #: rows quarantined
     dense_nulls: int = 0  #: null dense cells filled with ``dense_fill`` (over all rows read)
+    truncated_ids: int = 0  #: older ids of sequence slots beyond ``max_len`` (rows delivered)
     reasons: dict = dc_field(default_factory=dict)  #: bad rows per reason
 
     def as_dict(self) -> dict:
         return {"rows_read": self.rows_read, "rows": self.rows, "bad_rows": self.bad_rows,
-                "dense_nulls": self.dense_nulls, "reasons": dict(self.reasons)}
+                "dense_nulls": self.dense_nulls, "truncated_ids": self.truncated_ids,
+                "reasons": dict(self.reasons)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +208,8 @@ class _Chunk:
     slots: np.ndarray
     field: np.ndarray
     example: np.ndarray
-    field_starts: np.ndarray  # int64 [F+1]
+    position: np.ndarray  # int32 [m]: place in the row's kept sequence (sequence columns only)
+    field_starts: np.ndarray  # int64 [F+1], by slot column
     path: str
     row_map: np.ndarray  # file row of each kept row
 
@@ -204,6 +240,8 @@ class _RowGroupReader:
         self.bad_rows = bad_rows
         self.dense_fill = float(dense_fill)
         self.slot_ids = slot_ids(columns)
+        self.sequences = dict(getattr(columns, "sequences", None) or {})
+        self.fields = pooling_fields(columns)
         self.names = [columns.label] + ([columns.show] if columns.show else []) + list(columns.slots) + list(columns.dense)
         self._open_path = None
         self._pf = None
@@ -292,7 +330,8 @@ class _RowGroupReader:
             dense_cols.append(v)
         dense = (np.concatenate(dense_cols, axis=1) if dense_cols else np.zeros((n, 0), np.float32))
         # sparse
-        keys, exs, flds = [], [], []
+        keys, exs, flds, places = [], [], [], []
+        truncated = np.zeros(n, np.int64)  # per row
         for f, name in enumerate(self.columns.slots):
             arr = _to_array(table.column(name))
             if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
@@ -306,9 +345,15 @@ class _RowGroupReader:
                 parent = parent[valid.to_numpy(zero_copy_only=False)]
                 flat = flat.filter(valid)
             k = flat.to_numpy(zero_copy_only=False)
+            place = np.zeros(len(k), np.int32)
+            if name in self.sequences:
+                newest, place = _newest(parent, n, self.sequences[name])
+                truncated += np.bincount(parent[~newest], minlength=n)
+                k, parent, place = k[newest], parent[newest], place[newest]
             keys.append(k.view(np.uint64) if k.dtype == np.int64 else k.astype(np.uint64, copy=False))
             exs.append(parent.astype(np.int64, copy=False))
-            flds.append(np.full(len(k), f, np.int32))
+            flds.append(np.full(len(k), self.fields[f], np.int32))
+            places.append(place)
         row_map = np.arange(unit.first_row, unit.first_row + n, dtype=np.int64)
         bad = code >= 0
         if bad.any():
@@ -324,13 +369,17 @@ class _RowGroupReader:
             for i in range(len(keys)):
                 kf = keep[exs[i]]
                 keys[i], exs[i], flds[i] = keys[i][kf], new_index[exs[i][kf]], flds[i][kf]
+                places[i] = places[i][kf]
+            truncated = truncated[keep]
+        stats.truncated_ids += int(truncated.sum())
         sizes = np.array([0] + [len(k) for k in keys], np.int64)
-        fld = np.concatenate(flds) if flds else np.zeros(0, np.int32)
+        column = np.repeat(np.arange(len(keys), dtype=np.int32), sizes[1:])
         return _Chunk(
             labels=labels, shows=shows, dense=np.ascontiguousarray(dense),
             keys=np.concatenate(keys) if keys else np.zeros(0, np.uint64),
-            slots=self.slot_ids[fld], field=fld,
+            slots=self.slot_ids[column], field=np.concatenate(flds) if flds else np.zeros(0, np.int32),
             example=(np.concatenate(exs) if exs else np.zeros(0, np.int64)).astype(np.int32),
+            position=np.concatenate(places) if places else np.zeros(0, np.int32),
             field_starts=np.cumsum(sizes), path=path, row_map=row_map,
         )
 
@@ -383,7 +432,7 @@ class BatchReader:
         From :func:`trainer.partition.assign_work` (read in the given order).
     columns : ColumnsConfig
         ``cfg.columns``: ``label``, ``show``, ``slots``, ``dense``, ``shared_tables``, ``dense_fill``,
-        ``bad_rows``.
+        ``bad_rows``, ``sequences``.
     batch_size : int
     filesystem : pyarrow.fs.FileSystem, optional
         Of the unit paths (``trainer.partition.locate(...).fs``); default local.
@@ -417,6 +466,7 @@ class BatchReader:
         self.stats = ReadStats()
         self._rg = _RowGroupReader(columns, self.fs, bad_rows, getattr(columns, "dense_fill", 0.0))
         self.has_shows = bool(columns.show)
+        self._sequences = tuple((getattr(columns, "sequences", None) or {}).items())
 
     def __iter__(self) -> Iterator[Batch]:
         quarantine = _Quarantine(self.quarantine_path)
@@ -442,16 +492,23 @@ class BatchReader:
 
     def _assemble(self, parts) -> Batch:
         labels, shows, dense, keys, slots, fields, examples, sources = [], [], [], [], [], [], [], []
-        offset = 0
+        rows = sum(b - a for _, a, b in parts)
+        sequences = {name: np.full((rows, max_len), -1, np.int64) for name, max_len in self._sequences}
+        offset = occurrences = 0
         for chunk, a, b in parts:
             labels.append(chunk.labels[a:b])
             shows.append(chunk.shows[a:b])
             dense.append(chunk.dense[a:b])
-            for lo, hi in chunk.slice_parts(a, b):
+            for column, (lo, hi) in enumerate(chunk.slice_parts(a, b)):
                 keys.append(chunk.keys[lo:hi])
                 slots.append(chunk.slots[lo:hi])
                 fields.append(chunk.field[lo:hi])
                 examples.append(chunk.example[lo:hi] + np.int32(offset - a))
+                name = self.columns.slots[column]
+                if name in sequences:
+                    sequences[name][examples[-1], chunk.position[lo:hi]] = np.arange(
+                        occurrences, occurrences + hi - lo)
+                occurrences += hi - lo
             sources.append((chunk.path, int(chunk.row_map[a]), b - a))
             offset += b - a
         self.stats.rows += offset
@@ -464,6 +521,7 @@ class BatchReader:
             dense=np.ascontiguousarray(np.concatenate(dense, axis=0)),
             keys=cat(keys, np.uint64), slots=cat(slots, np.int32), field=cat(fields, np.int32),
             example=cat(examples, np.int32), has_shows=self.has_shows, sources=tuple(sources),
+            sequences=sequences,
         )
 
 

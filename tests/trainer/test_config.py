@@ -66,6 +66,22 @@ def test_shared_tables_must_name_configured_slots(tmp_path):
             'dense = ["d"]', 'dense = ["d"]\nshared_tables = { ids = ["a", "zzz"] }')))
 
 
+@pytest.mark.parametrize("sequences, message", [
+    ("{c = 5}", "columns.sequences.c: not one of columns.slots"),
+    ("{b = 0}", "columns.sequences.b: max_len must be >= 1, got 0"),
+    ("{b = '5'}", "columns.sequences.b: must be an integer"),
+    ("['b']", "columns.sequences: must be a table of keys"),
+])
+def test_sequences_must_name_slots_with_a_max_len(tmp_path, sequences, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, MINIMAL.replace('dense = ["d"]', f'dense = ["d"]\nsequences = {sequences}')))
+
+
+def test_sequence_slots_are_not_pooled(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL.replace('slots = ["a", "b"]', 'slots = ["a", "h", "b"]\nsequences = {h = 20}')))
+    assert cfg.columns.sequences == {"h": 20} and cfg.columns.pooled_slots == ("a", "b")
+
+
 def test_yaml_config_equals_toml(tmp_path):
     yaml_text = """
 name: m

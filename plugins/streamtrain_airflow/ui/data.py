@@ -38,7 +38,7 @@ CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 #: metric keys of ``meta.json`` ``metrics`` (design.md), in table order.
 METRIC_KEYS = ("auc", "logloss", "pred_ctr", "actual_ctr", "rows", "rows_per_s", "table_rows",
                "ids_admitted", "ids_filtered", "rows_evicted", "bytes_saved", "bad_rows",
-               "dense_nulls")
+               "dense_nulls", "truncated_ids")
 #: phases of ``metrics.seconds``, in table order (unknown extra phases are shown after these).
 PHASES = ("load", "train", "stage", "commit")
 
