@@ -88,6 +88,7 @@ cdef class SparseTable:
     cdef uint64_t init_mix              # mix64(seed ^ salt): stream of initial values
     cdef uint64_t admit_mix             # mix64(seed ^ salt): stream of admission draws
     cdef double lr, init_range, bounds, g2init, beta1, beta2, eps
+    cdef bint show_scale                # divide a push's gradient sums by its shows (>= 1)
     cdef double count_min, prob, threshold
     cdef double nonclk, clk, decay, del_threshold
     cdef int64_t del_days
@@ -111,7 +112,8 @@ cdef class SparseTable:
     cdef void _pull(self, const uint64_t* keys, const int32_t* slots, float* out,
                     Py_ssize_t n) noexcept nogil
     cdef _ensure_scratch(self, Py_ssize_t n)
-    cdef void _apply(self, float* w, const float* g) noexcept nogil
+    cdef double _grad_divisor(self, float push_show) noexcept nogil
+    cdef void _apply(self, float* w, const float* g, double div) noexcept nogil
     cdef void _init_row(self, char* p, uint64_t h) noexcept nogil
     cdef bint _admit(self, const RowHeader* pe, uint64_t h, int32_t hour) noexcept nogil
     cdef int _push(self, const uint64_t* keys, const int32_t* slots, const float* shows,

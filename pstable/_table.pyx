@@ -98,22 +98,24 @@ cdef extern from *:
     /* the adagrad rule on one row, exactly the operations (and their order) of the reference;
        plain C with restrict so the weight loop vectorises and the clip compiles to min/max */
     static inline void pst_adagrad(float *restrict w, float *restrict st, const float *restrict g,
-                                   int W, double lr, double g2init, double bounds, double dim) {
+                                   int W, double div, double lr, double g2init, double bounds,
+                                   double dim) {
         double scale = sqrt(g2init / (g2init + st[0]));
-        double x = (double)w[0] - lr * g[0] * scale;
+        double g0 = (double)g[0] / div;
+        double x = (double)w[0] - lr * g0 * scale;
         x = x > bounds ? bounds : x;
         x = x < -bounds ? -bounds : x;
         w[0] = (float)x;
-        st[0] = (float)((double)st[0] + (double)g[0] * g[0]);
+        st[0] = (float)((double)st[0] + g0 * g0);
         scale = sqrt(g2init / (g2init + st[1]));
         for (int j = 1; j < W; j++) {
-            double y = (double)w[j] - lr * (double)g[j] * scale;
+            double y = (double)w[j] - lr * ((double)g[j] / div) * scale;
             y = y > bounds ? bounds : y;
             y = y < -bounds ? -bounds : y;
             w[j] = (float)y;
         }
         double acc = 0.0;
-        for (int j = 1; j < W; j++) acc += (double)g[j] * (double)g[j];
+        for (int j = 1; j < W; j++) acc += ((double)g[j] / div) * ((double)g[j] / div);
         st[1] = (float)((double)st[1] + acc / dim);
     }
     static inline void pst_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
@@ -134,8 +136,8 @@ cdef extern from *:
     int PST_CHUNK_SHIFT
     uint64_t PST_CHUNK_ROWS
     uint64_t PST_CHUNK_MASK
-    void pst_adagrad(float* w, float* st, const float* g, int W, double lr, double g2init,
-                     double bounds, double dim) noexcept nogil
+    void pst_adagrad(float* w, float* st, const float* g, int W, double div, double lr,
+                     double g2init, double bounds, double dim) noexcept nogil
     void pst_prefetch_r(const void *p) noexcept nogil
     void pst_prefetch_w(const void *p) noexcept nogil
     uint64_t pst_mix64(uint64_t z) noexcept nogil
@@ -709,6 +711,7 @@ cdef class SparseTable:
         self.beta1 = opt.beta1
         self.beta2 = opt.beta2
         self.eps = opt.epsilon
+        self.show_scale = opt.show_scale
         self.count_min = adm.count
         self.prob = adm.probability
         self.threshold = adm.threshold
@@ -1009,24 +1012,32 @@ cdef class SparseTable:
         self.merge_ix = <uint64_t*>p
         self.merged = p + ix_bytes
 
-    cdef void _apply(self, float* w, const float* g) noexcept nogil:
-        """The optimizer rule on one row (weights then opt_state), every weight clipped."""
+    cdef double _grad_divisor(self, float push_show) noexcept nogil:
+        """What a push's gradient sums are divided by: its shows, at least 1 (a show below 1, or
+        none, would magnify the gradient or divide by zero), or 1 without show_scale."""
+        if self.show_scale and push_show > 1.0:
+            return push_show
+        return 1.0
+
+    cdef void _apply(self, float* w, const float* g, double div) noexcept nogil:
+        """The optimizer rule on one row (weights then opt_state) for the gradient g / div,
+        every weight clipped. div = 1 divides exactly: the rule sees g bit for bit."""
         cdef float* st = w + self.width
         cdef int j, W = self.width
         cdef double b1p, b2p, lr_t, eps_t, m, v, gj
         cdef float mf, vf
         if self.rule == RULE_SGD:
             for j in range(W):
-                w[j] = clip(<double>w[j] - self.lr * g[j], self.bounds)
+                w[j] = clip(<double>w[j] - self.lr * (<double>g[j] / div), self.bounds)
         elif self.rule == RULE_ADAGRAD:
-            pst_adagrad(w, st, g, W, self.lr, self.g2init, self.bounds, self.dim)
+            pst_adagrad(w, st, g, W, div, self.lr, self.g2init, self.bounds, self.dim)
         else:
             b1p = st[2 * W]
             b2p = st[2 * W + 1]
             lr_t = self.lr * sqrt(1.0 - b2p) / (1.0 - b1p)
             eps_t = sqrt(1.0 - b2p) * self.eps
             for j in range(W):
-                gj = g[j]
+                gj = <double>g[j] / div
                 mf = <float>(self.beta1 * st[j] + (1.0 - self.beta1) * gj)
                 vf = <float>(self.beta2 * st[W + j] + (1.0 - self.beta2) * gj * gj)
                 st[j] = mf
@@ -1276,7 +1287,7 @@ cdef class SparseTable:
                         header_set(<RowHeader*>p, key, slot, pe.show, pe.click, pe.last_seen)
                         (<RowHeader*>p).mark = 1
                         self._init_row(p, h)
-                        self._apply(<float*>(p + HEADER_BYTES), gp)
+                        self._apply(<float*>(p + HEADER_BYTES), gp, self._grad_divisor(sh))
                         res[0] += 1
                         entry_remove(&self.pend_ix, &self.pend, ppos, pr)  # pend_ix unchanged since
                         continue
@@ -1285,7 +1296,7 @@ cdef class SparseTable:
                     hdr.click = hdr.click + ck
                     if hour > hdr.last_seen:
                         hdr.last_seen = hour
-                    self._apply(<float*>(p + HEADER_BYTES), gp)
+                    self._apply(<float*>(p + HEADER_BYTES), gp, self._grad_divisor(sh))
                     hdr.mark = 1
                     if created:
                         res[0] += 1

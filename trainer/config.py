@@ -149,8 +149,16 @@ class ModelConfig:
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     def config_hash(self) -> str:
-        """sha256 of the canonical config (what was trained, not where files live)."""
+        """sha256 of the canonical config (what was trained, not where files live).
+
+        The effective ``table.optimizer.show_scale`` is always in it: a file without the key
+        trained unscaled before the key existed and scaled since, so the text alone cannot say.
+        """
         canonical = {k: v for k, v in self.raw.items() if k not in ("data_root", "model_dir")}
+        table = dict(canonical.get("table") or {})
+        table["optimizer"] = {**(table.get("optimizer") or {}),
+                              "show_scale": self.table.optimizer.show_scale}
+        canonical["table"] = table
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
