@@ -65,13 +65,9 @@ def opt_state_width(rule, dim: int) -> int:
     >>> opt_state_width("sgd", 8), opt_state_width("adagrad", 8), opt_state_width("adam", 8)
     (0, 2, 20)
     """
-    rule = _enum("optimizer.rule", rule, OptimizerRule)
-    dim = int(dim)
-    if rule is OptimizerRule.SGD:
-        return 0
-    if rule is OptimizerRule.ADAGRAD:
-        return 2
-    return 2 * (1 + dim) + 2
+    from pstable._table import rule_state_width  # the rules define it (pst_rules.h), once
+
+    return rule_state_width(_enum("optimizer.rule", rule, OptimizerRule), int(dim))
 
 
 # -- validation helpers: each names key, value and rule -------------------------------------------
