@@ -1,7 +1,7 @@
 # The two README commands: `make demo` (set up + run the main job), `make test` (set up + tests).
 VENV := .venv
 STAMP := $(VENV)/.setup-done
-SOURCES := setup.cfg setup.py pyproject.toml $(wildcard pstable/*.pyx pstable/*.pxd)
+SOURCES := setup.cfg setup.py pyproject.toml $(wildcard pstable/*.pyx pstable/*.pxd pstable/*.pxi pstable/*.h)
 
 .PHONY: setup demo test test-fast bench clean
 

@@ -93,7 +93,8 @@ class DictBaseline:
 
     Push does what the table's push does to existing rows: checks the values, merges duplicate
     keys (sums in batch order), adds shows and clicks, sets the last-seen hour and the changed
-    mark, and runs adagrad on the merged gradients.
+    mark, and runs adagrad on the merged gradients divided by their shows (at least 1: the
+    table's default ``show_scale``).
     """
 
     def __init__(self, keys, width):
@@ -125,7 +126,10 @@ class DictBaseline:
             raise ValueError("the baseline's push updates existing rows only")
         g = np.zeros((len(uniq), grads.shape[1]), np.float32)
         np.add.at(g, inv, grads)
-        self.show[uniq] += np.bincount(inv, shows, len(uniq)).astype(np.float32)
+        push_shows = np.zeros(len(uniq), np.float32)
+        np.add.at(push_shows, inv, shows)
+        g = g / np.maximum(push_shows, 1.0)[:, None]
+        self.show[uniq] += push_shows
         self.click[uniq] += np.bincount(inv, clicks, len(uniq)).astype(np.float32)
         self.last_seen[uniq] = hour
         self.changed[uniq] = True

@@ -65,13 +65,9 @@ def opt_state_width(rule, dim: int) -> int:
     >>> opt_state_width("sgd", 8), opt_state_width("adagrad", 8), opt_state_width("adam", 8)
     (0, 2, 20)
     """
-    rule = _enum("optimizer.rule", rule, OptimizerRule)
-    dim = int(dim)
-    if rule is OptimizerRule.SGD:
-        return 0
-    if rule is OptimizerRule.ADAGRAD:
-        return 2
-    return 2 * (1 + dim) + 2
+    from pstable._table import rule_state_width  # the rules define it (pst_rules.h), once
+
+    return rule_state_width(_enum("optimizer.rule", rule, OptimizerRule), int(dim))
 
 
 # -- validation helpers: each names key, value and rule -------------------------------------------
@@ -114,7 +110,14 @@ def _set(obj, name, value):
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """Per-row optimizer of the sparse table (``[table.optimizer]``)."""
+    """Per-row optimizer of the sparse table (``[table.optimizer]``).
+
+    ``show_scale`` (PaddlePaddle's ``enable_show_scale_gradient``): a push carries a feature's
+    gradient summed over its occurrences in the batch; with ``show_scale`` every rule applies
+    that sum divided by the feature's shows in the push (by 1 when they are below 1), so a
+    frequent feature steps like one occurrence, not like their sum. ``False`` applies the sum
+    (the table's behaviour before the switch existed).
+    """
 
     rule: OptimizerRule = OptimizerRule.ADAGRAD  #: "sgd", "adagrad" or "adam"
     learning_rate: float = 0.05                  #: > 0
@@ -124,6 +127,7 @@ class OptimizerConfig:
     beta1: float = 0.9                           #: adam only; in [0, 1)
     beta2: float = 0.999                         #: adam only; in [0, 1)
     epsilon: float = 1e-8                        #: adam only; > 0
+    show_scale: bool = True                      #: divide a push's gradient by its shows (max 1)
 
     def __post_init__(self):
         p = "table.optimizer."
@@ -135,6 +139,8 @@ class OptimizerConfig:
         _set(self, "beta1", _number(p + "beta1", self.beta1, 0.0, 1.0, hi_open=True))
         _set(self, "beta2", _number(p + "beta2", self.beta2, 0.0, 1.0, hi_open=True))
         _set(self, "epsilon", _number(p + "epsilon", self.epsilon, 0.0, lo_open=True))
+        if not isinstance(self.show_scale, bool):
+            raise TableConfigError(f"{p}show_scale: must be true or false, got {self.show_scale!r}")
         if self.initial_range > self.weight_bounds:
             raise TableConfigError(
                 f"table.optimizer.initial_range: must be <= weight_bounds ({self.weight_bounds!r}), "

@@ -222,8 +222,16 @@ class ModelConfig:
 
     def config_hash(self) -> str:
         """sha256 of the canonical config (what was trained, not where files live nor the
-        credentials to reach them)."""
+        credentials to reach them).
+
+        The effective ``table.optimizer.show_scale`` is always in it: a file without the key
+        trained unscaled before the key existed and scaled since, so the text alone cannot say.
+        """
         canonical = {k: v for k, v in self.raw.items() if k not in _WHERE_KEYS}
+        table = dict(canonical.get("table") or {})
+        table["optimizer"] = {**(table.get("optimizer") or {}),
+                              "show_scale": self.table.optimizer.show_scale}
+        canonical["table"] = table
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

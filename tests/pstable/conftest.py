@@ -1,4 +1,5 @@
-"""Fixtures of the pstable tests: the contract-suite case (optimizer rule x admission x eviction).
+"""Fixtures of the pstable tests: the contract-suite case (optimizer rule x admission x eviction x
+show scaling).
 
 This folder is named ``pstable`` and pytest puts ``tests/`` on ``sys.path`` (``tests/conftest.py``
 imports ``support``), so ``import pstable`` would find this folder as a namespace package before the
@@ -38,5 +39,5 @@ from pstable_cases import CASES  # noqa: E402
 
 @pytest.fixture(params=CASES)
 def case(request):
-    """(rule, admission, eviction) names of one contract-suite case."""
+    """(rule, admission, eviction, show scaling) names of one contract-suite case."""
     return request.param

@@ -1,7 +1,7 @@
 """A small pure-Python/numpy reference of pstable.SparseTable, written from the spec.
 
 Slow and obvious on purpose: a dict of features, float32 storage, float64 arithmetic in the same
-order as the compiled code. The contract suite checks the table against it to 1e-6.
+order as the compiled code. The contract suite checks the table against it bit for bit.
 """
 
 from __future__ import annotations
@@ -93,21 +93,27 @@ class RefTable:
             st[-1] = np.float32(o.beta2)
         return dict(show=np.float32(show), click=np.float32(click), last_seen=last_seen, w=w, st=st)
 
-    def _apply(self, row, g):
+    def _divisor(self, push_show):
+        """show_scale: the push's gradient sums are divided by its shows, at least 1."""
+        return max(float(push_show), 1.0) if self.cfg.optimizer.show_scale else 1.0
+
+    def _apply(self, row, g, push_show):
         o = self.cfg.optimizer
         w, st, W, b, lr = row["w"], row["st"], self.W, o.weight_bounds, o.learning_rate
+        div = self._divisor(push_show)
         if self.rule == "sgd":
             for j in range(W):
-                w[j] = _clip(float(w[j]) - lr * float(g[j]), b)
+                w[j] = _clip(float(w[j]) - lr * (float(g[j]) / div), b)
         elif self.rule == "adagrad":
             ig = o.initial_g2sum
             scale = math.sqrt(ig / (ig + float(st[0])))
-            w[0] = _clip(float(w[0]) - lr * float(g[0]) * scale, b)
-            st[0] = np.float32(float(st[0]) + float(g[0]) * float(g[0]))
+            g0 = float(g[0]) / div
+            w[0] = _clip(float(w[0]) - lr * g0 * scale, b)
+            st[0] = np.float32(float(st[0]) + g0 * g0)
             scale = math.sqrt(ig / (ig + float(st[1])))
             acc = 0.0
             for j in range(1, W):
-                gj = float(g[j])
+                gj = float(g[j]) / div
                 w[j] = _clip(float(w[j]) - lr * gj * scale, b)
                 acc += gj * gj
             st[1] = np.float32(float(st[1]) + acc / self.dim)
@@ -117,7 +123,7 @@ class RefTable:
             lr_t = lr * math.sqrt(1.0 - b2p) / (1.0 - b1p)
             eps_t = math.sqrt(1.0 - b2p) * o.epsilon
             for j in range(W):
-                gj = float(g[j])
+                gj = float(g[j]) / div
                 mf = np.float32(b1 * float(st[j]) + (1.0 - b1) * gj)
                 vf = np.float32(b2 * float(st[W + j]) + (1.0 - b2) * gj * gj)
                 st[j] = mf
@@ -170,7 +176,7 @@ class RefTable:
                 row["show"] = np.float32(row["show"] + sh)
                 row["click"] = np.float32(row["click"] + ck)
                 row["last_seen"] = max(row["last_seen"], hour)
-                self._apply(row, g)
+                self._apply(row, g, sh)
                 continue
             p = self.pending.setdefault((s, k), dict(show=np.float32(0), click=np.float32(0),
                                                      last_seen=hour))
@@ -180,7 +186,7 @@ class RefTable:
             if self._admit(k, s, p, hour):
                 del self.pending[(s, k)]
                 row = self.rows[(s, k)] = self._new_row(k, s, p["show"], p["click"], p["last_seen"])
-                self._apply(row, g)
+                self._apply(row, g, sh)
                 created += 1
             else:
                 filtered += 1
@@ -220,8 +226,9 @@ def export_as_dict(cols):
     return out
 
 
-def assert_same_state(table, ref, atol=1e-6, rtol=1e-6):
-    """Full export of `table` equals the reference's rows and pending entries."""
+def assert_same_state(table, ref, atol=0, rtol=0):
+    """Full export of `table` equals the reference's rows and pending entries (bit for bit unless
+    a tolerance is given)."""
     got = export_as_dict(table.export())
     assert len(table) == len(ref.rows)
     assert table.num_pending == len(ref.pending)

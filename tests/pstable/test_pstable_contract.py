@@ -1,20 +1,28 @@
-"""The shared contract suite: every optimizer rule x admission policy x eviction policy, checked
-against the pure-Python reference (pstable_reference.RefTable) to 1e-6."""
+"""The shared contract suite: every optimizer rule x admission policy x eviction policy, with
+show-scaled updates on and off, checked against the pure-Python reference
+(pstable_reference.RefTable) bit for bit."""
 
 import zlib
 
 import numpy as np
 
 from pstable import SparseTable
-from pstable_cases import EDGE_KEYS, make_config
+from pstable_cases import EDGE_KEYS, SHOW_SCALE, make_config
 from pstable_reference import RefTable, assert_same_state, export_as_dict
 
 
+def case_config(case):
+    rule, admission, eviction, scaling = case
+    return make_config(rule, admission, eviction, show_scale=SHOW_SCALE[scaling])
+
+
 def _batch(rng, universe, n, W, grad_scale=1.0):
+    """A push of n features drawn from universe; shows of 0 and below 1 among them (a weight
+    of 0.5, or none), so show scaling meets every case of its divisor."""
     idx = rng.integers(0, len(universe), n)
     keys = universe[idx, 0].astype(np.uint64)
     slots = universe[idx, 1].astype(np.int32)
-    shows = rng.integers(1, 3, n).astype(np.float32)
+    shows = rng.choice(np.array([0.0, 0.5, 1.0, 1.0, 2.0, 3.0], np.float32), n)
     clicks = (rng.random(n) < 0.3).astype(np.float32) * shows
     grads = (rng.standard_normal((n, W)) * grad_scale).astype(np.float32)
     return keys, slots, shows, clicks, grads
@@ -27,8 +35,7 @@ def _universe(rng, n):
 
 
 def test_contract_against_reference(case):
-    rule, admission, eviction = case
-    cfg = make_config(rule, admission, eviction)
+    cfg = case_config(case)
     t, ref = SparseTable(cfg), RefTable(cfg)
     rng = np.random.default_rng(zlib.crc32("-".join(case).encode()))
     universe = _universe(rng, 60)
@@ -39,7 +46,7 @@ def test_contract_against_reference(case):
         res = t.push(*batch, hour=hour)
         assert tuple(res) == ref.push(*batch, hour=hour), f"PushResult at step {step}"
         keys, slots = batch[0], batch[1]
-        np.testing.assert_allclose(t.pull(keys, slots), ref.pull(keys, slots), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(t.pull(keys, slots), ref.pull(keys, slots))
         assert_same_state(t, ref)
         if step % 5 == 4:
             hour += 24
@@ -54,12 +61,11 @@ def test_contract_against_reference(case):
     # pull of everything: unknown and pending read as zeros
     allk = universe[:, 0].astype(np.uint64)
     alls = universe[:, 1].astype(np.int32)
-    np.testing.assert_allclose(t.pull(allk, alls), ref.pull(allk, alls), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(t.pull(allk, alls), ref.pull(allk, alls))
 
 
 def test_export_load_round_trip_is_bit_identical(case):
-    rule, admission, eviction = case
-    cfg = make_config(rule, admission, eviction)
+    cfg = case_config(case)
     t = SparseTable(cfg)
     rng = np.random.default_rng(1)
     universe = _universe(rng, 200)
@@ -84,8 +90,7 @@ def test_export_load_round_trip_is_bit_identical(case):
 
 def test_base_plus_deltas_reproduce_the_table(case):
     """A full export, then changed-only exports (with tombstones) applied in order == the table."""
-    rule, admission, eviction = case
-    cfg = make_config(rule, admission, eviction)
+    cfg = case_config(case)
     t = SparseTable(cfg)
     rng = np.random.default_rng(2)
     universe = _universe(rng, 150)
@@ -117,8 +122,7 @@ def test_base_plus_deltas_reproduce_the_table(case):
 
 def test_replay_is_deterministic_across_sharding(case):
     """Initial values depend on (key, slot, seed) only: one table or two shards, any batch order."""
-    rule, admission, eviction = case
-    cfg = make_config(rule, admission, eviction)
+    cfg = case_config(case)
     rng = np.random.default_rng(3)
     universe = _universe(rng, 100)
     keys, slots, shows, clicks, grads = _batch(rng, universe, 400, cfg.dim + 1)

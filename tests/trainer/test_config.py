@@ -102,6 +102,17 @@ def test_config_hash_ignores_locations_but_not_hyperparameters(tmp_path):
     assert a.config_hash() == b.config_hash() != c.config_hash()
 
 
+def test_config_hash_covers_the_effective_show_scale(tmp_path):
+    """The default is on: a file without the key is the file that says true, not false."""
+    omitted = load_config(write(tmp_path, MINIMAL))
+    on = load_config(write(tmp_path, MINIMAL + "[table.optimizer]\nshow_scale = true\n", "on.toml"))
+    off = load_config(write(tmp_path, MINIMAL + "[table.optimizer]\nshow_scale = false\n", "off.toml"))
+    assert omitted.table.optimizer.show_scale and not off.table.optimizer.show_scale
+    assert omitted.config_hash() == on.config_hash() != off.config_hash()
+    with pytest.raises(ConfigError, match="table.optimizer.show_scale: must be true or false"):
+        load_config(write(tmp_path, MINIMAL + "[table.optimizer]\nshow_scale = 1\n", "bad.toml"))
+
+
 def test_unreadable_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
