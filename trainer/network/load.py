@@ -28,7 +28,7 @@ import numpy as np
 from trainer.network.api import InputSpec, Inputs, Network
 from trainer.network.layout import ParamLayout
 
-__all__ = ["NetworkSource", "Built", "zoo_names", "resolve", "input_spec", "build",
+__all__ = ["NetworkSource", "Built", "zoo_names", "resolve", "input_spec", "factory_of", "build",
            "check_saved"]
 
 ZOO_PACKAGE = "trainer.network.zoo"
@@ -111,7 +111,8 @@ class Built:
                 "num_params": self.layout.num_params}
 
 
-def _factory(source: NetworkSource):
+def factory_of(source: NetworkSource):
+    """The factory function named by `source` (imports its module)."""
     if source.kind == "zoo":
         name = f"{ZOO_PACKAGE}.{source.model}"
         try:
@@ -144,7 +145,7 @@ def build(source: NetworkSource, spec: InputSpec, batch_size: int) -> Built:
     """Import, call the factory, check ``init`` and ``apply`` abstractly (``jax.eval_shape``)."""
     import jax
 
-    factory = _factory(source)
+    factory = factory_of(source)
     try:
         network = factory(spec, **source.options)
     except TypeError as err:
