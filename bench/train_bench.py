@@ -3,12 +3,16 @@
 The model is the classic Criteo-shaped CTR-DNN: 26 sparse slots (Zipf ids over large id spaces),
 13 dense features, dim 8, MLP 400-400-400, batch 512, adagrad sparse rule.
 
-Printed, per layout (1 server + 1 worker, 1 server + 2 workers): examples/s of the training phase
-of a real ``mpiexec`` job (reading Parquet, pulls, pushes, server-side updates included), and the
-**dense-only bound**: the same forward/backward + dense update in one process on batches already
-in memory, with random rows instead of a table (no communication, no table, no reading), with
-the BLAS thread count of a worker rank (``mpi.blas_threads``, 1).
-Each number is the median of ``--repeats`` runs.
+Printed, in one run: the **dense-only bound**, the JAX step (the worker's: pooling, the jitted
+forward/backward, unpooling) + the dense update (the server's) in one process on the partition's
+batches already in memory, with random rows instead of a table (no communication, no table, no
+reading), one thread; beside it the numpy step with hand-written backward it replaced, loaded
+from git (``bench/dense_ab.py``), on the same batches, interleaved. Then, per layout (1 server +
+1 worker, 1 server + 2 workers), examples/s of the training phase of a real ``mpiexec`` job
+(reading Parquet, pulls, pushes, server-side updates included) as a share of the bound; the
+job's network set-up (worker: JAX import, network check, compile; overlapped with rank 0's
+planning) and the per-hour fixed cost JAX adds, measured alone in fresh processes with the
+compilation cache warm. Each number is the median of ``--repeats`` runs.
 
     .venv/bin/python bench/train_bench.py            # 200k rows per run
     .venv/bin/python bench/train_bench.py --quick    # 40k rows, 1 repeat
@@ -21,7 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import dense_ab  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.hours import hour_index, partition_relpath  # noqa: E402
 
@@ -56,9 +60,12 @@ learning_rate = 0.05
 [table.admission]
 policy = "none"
 [network]
-hidden = [400, 400, 400]
+model = "dnn"
 optimizer = "adam"
 learning_rate = 0.0005
+compile_cache = "{root}/jax_cache"
+[network.options]
+hidden = [400, 400, 400]
 [train]
 batch_size = 512
 progress_seconds = 1000.0
@@ -118,33 +125,24 @@ def mpi_run(root: Path, servers: int, workers: int, blas: int = 1) -> dict:
     return json.loads(line[len("[streamtrain] result "):])
 
 
-def dense_only(root: Path, rows: int, blas: int = 1) -> float:
-    """Examples/s of forward/backward + dense update alone, on in-memory batches."""
+def dense_only(root: Path, repeats: int, blas: int = 1) -> dict:
+    """Examples/s of the numpy and the JAX dense steps alone, on the partition's batches."""
     from trainer import partition
-    from trainer.model import DenseLayout, DenseOptimizer, init_dense, train_step
     from trainer.reader import BatchReader, dedup
 
     cfg = load_config(write_config(root, 1, 1, blas))
     part = partition.locate(cfg.data_root, HOUR)
-    files, dense_dim = partition.check_schema(part, partition.list_files(part, checksums=False),
-                                              cfg.columns)
+    files, _ = partition.check_schema(part, partition.list_files(part, checksums=False),
+                                      cfg.columns)
     units = partition.assign_work(files, 1)[0]
-    batches = [(b, dedup(b)) for b in BatchReader(units, cfg.columns, cfg.train.batch_size,
-                                                  filesystem=part.fs)]
-    layout = DenseLayout(len(SLOTS), cfg.table.dim, dense_dim, cfg.network.hidden)
-    params = init_dense(layout, 1)
-    optimizer = DenseOptimizer.from_config(cfg.network)
-    state = optimizer.init_state(params)
     rng = np.random.default_rng(0)
-    rows_of = [rng.normal(0, 0.01, (len(d.keys), cfg.table.dim + 1)).astype(np.float32)
-               for _, d in batches]
-    workspace: dict = {}
+    data = []
+    for batch in BatchReader(units, cfg.columns, cfg.train.batch_size, filesystem=part.fs):
+        features = dedup(batch)
+        rows = rng.normal(0, 0.01, (len(features.keys), cfg.table.dim + 1)).astype(np.float32)
+        data.append((batch, features, rows))
     with threadpool_limits(limits=cfg.mpi.blas_threads, user_api="blas"):  # as a worker rank
-        started = time.perf_counter()
-        for (batch, features), rows_ in zip(batches, rows_of):
-            step = train_step(params, batch, features, rows_, len(SLOTS), workspace)
-            optimizer.apply(params, step.dense_grads, state)
-    return sum(b.num_rows for b, _ in batches) / (time.perf_counter() - started)
+        return dense_ab.measure(dense_ab.NUMPY_REV, 0, repeats, str(root / "jax_cache"), data)
 
 
 def main(argv=None) -> int:
@@ -160,14 +158,25 @@ def main(argv=None) -> int:
     make_data(root, args.rows)
     print(f"train_bench: {args.rows} rows, 26 slots, 13 dense, dim 8, MLP 400-400-400, batch 512, "
           f"{args.repeats} repeat(s), {os.cpu_count()} cores; medians")
-    bound = statistics.median(dense_only(root, args.rows) for _ in range(args.repeats))
+    speeds = dense_only(root, args.repeats)
+    bound = speeds["jax"]
     print(f"{'layout':24} {'examples/s':>12} {'of bound':>9}")
-    print(f"{'dense-only bound':24} {bound:12,.0f} {'100%':>9}")
+    print(f"{'numpy dense step':24} {speeds['numpy']:12,.0f} {speeds['numpy'] / bound:9.0%}  "
+          f"(trainer/model.py at {dense_ab.NUMPY_REV[:10]})")
+    print(f"{'dense-only bound':24} {bound:12,.0f} {'100%':>9}  "
+          f"(JAX step: {bound / speeds['numpy']:.2f}x numpy)")
+    setup = []
     for servers, workers in ((1, 1), (1, 2)):
-        speeds = [mpi_run(root, servers, workers)["rows_per_s"] for _ in range(args.repeats)]
-        speed = statistics.median(speeds)
+        results = [mpi_run(root, servers, workers) for _ in range(args.repeats)]
+        speed = statistics.median(r["rows_per_s"] for r in results)
+        setup += [r["seconds"]["network"] for r in results]
         print(f"{f'{servers} server + {workers} worker(s)':24} {speed:12,.0f} "
               f"{speed / bound:9.0%}")
+    cost = dense_ab.fixed_cost(str(root / "jax_cache"), args.repeats)
+    print(f"jax fixed cost per hour, alone (warm cache): import {cost['import']:.2f} s + network "
+          f"check {cost['build']:.2f} s + compile {cost['compile']:.2f} s = {cost['total']:.2f} s")
+    print(f"job's network set-up on the worker (overlaps planning): "
+          f"{statistics.median(setup):.2f} s")
     return 0
 
 

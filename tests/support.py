@@ -37,8 +37,10 @@ learning_rate = 0.05
 policy = "none"
 
 [network]
-hidden = [16]
 learning_rate = 0.003
+
+[network.options]
+hidden = [16]
 
 [train]
 batch_size = 256

@@ -112,7 +112,7 @@ def _dispatch(args) -> int:
         from streamtrain_airflow.demo import main as demo_main
         return demo_main(_demo_argv(args))
     from trainer.config import load_config
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, check_network=args.command in _RUN_THE_NETWORK)
     handler = _HANDLERS[args.command]
     return handler(cfg, args)
 
@@ -181,6 +181,11 @@ def _prune(cfg, args) -> int:
     print(actions.prune(cfg, keep_bases=args.keep_bases))
     return 0
 
+
+# commands that run the network check it when the config loads (imports JAX, about a second);
+# `train` checks it on its worker ranks, so server ranks and the bookkeeping commands never
+# import JAX
+_RUN_THE_NETWORK = {"run-hour", "predict"}
 
 _HANDLERS = {
     "gen-data": _gen_data, "train": _train, "save": _save, "mark-missing": _mark_missing,

@@ -68,16 +68,15 @@ class ColumnsConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    hidden: tuple[int, ...] = (64, 32)
+    model: str = "dnn"  # a zoo name or "path/to/file.py:factory" (relative to the config file)
+    options: dict[str, typing.Any] = field(default_factory=dict)  # keyword arguments of the factory
     optimizer: str = "adam"  # dense rule on the servers: "sgd" | "adagrad" | "adam"
     learning_rate: float = 0.001
+    compile_cache: str = ""  # JAX compilation cache: "" = <model_dir>/jax_cache, "off" = none
 
     def validate(self) -> None:
         _one_of("network.optimizer", self.optimizer, ("sgd", "adagrad", "adam"))
         _positive("network.learning_rate", self.learning_rate)
-        for width in self.hidden:
-            if width < 1:
-                raise ConfigError(f"network.hidden: widths must be >= 1, got {list(self.hidden)}")
 
 
 @dataclass(frozen=True)
@@ -219,10 +218,21 @@ class ModelConfig:
     s3: S3Config = S3Config()
     path: str = ""  # the file this config was loaded from
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    network_source: typing.Any = None  # trainer.network.load.NetworkSource: the network's code
+
+    @property
+    def compile_cache_dir(self) -> str:
+        """Where JAX keeps compiled steps ("" = no persistent cache)."""
+        setting = self.network.compile_cache
+        if setting == "off":
+            return ""
+        if setting:
+            return setting
+        return "" if "://" in self.model_dir else os.path.join(self.model_dir, "jax_cache")
 
     def config_hash(self) -> str:
         """sha256 of the canonical config (what was trained, not where files live nor the
-        credentials to reach them).
+        credentials to reach them), including the sha256 of the network's code.
 
         The effective ``table.optimizer.show_scale`` is always in it: a file without the key
         trained unscaled before the key existed and scaled since, so the text alone cannot say.
@@ -232,6 +242,8 @@ class ModelConfig:
         table["optimizer"] = {**(table.get("optimizer") or {}),
                               "show_scale": self.table.optimizer.show_scale}
         canonical["table"] = table
+        if self.network_source is not None:
+            canonical["network_sha256"] = self.network_source.sha256
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -244,18 +256,26 @@ _SECTIONS = {"columns": ColumnsConfig, "network": NetworkConfig, "train": TrainC
 _WHERE_KEYS = ("data_root", "model_dir", "s3")
 
 
-def load_config(path: str | os.PathLike, overrides: dict | None = None) -> ModelConfig:
+def load_config(path: str | os.PathLike, overrides: dict | None = None, *,
+                check_network: bool = True) -> ModelConfig:
     """Read, validate and return the model config at `path` (``.toml``, ``.yaml`` or ``.yml``).
 
-    Relative ``data_root`` / ``model_dir`` are relative to the config file. `overrides` is a
-    nested dict merged over the file (tests and the demo use it to point at temporary folders).
+    Relative ``data_root`` / ``model_dir`` / ``network.model`` files are relative to the config
+    file. `overrides` is a nested dict merged over the file (tests and the demo use it to point
+    at temporary folders). `check_network` imports the network and checks it abstractly
+    (:func:`trainer.network.load.build`, imports JAX); without it only its file is found and
+    hashed (what MPI server ranks do: they never run the network).
     """
     path = Path(path)
     raw = _read_file(path)
     if overrides:
         raw = _merge(raw, overrides)
     try:
-        return _build(raw, path)
+        cfg = _build(raw, path)
+        if check_network:
+            from trainer.network import load
+            load.build(cfg.network_source, load.input_spec(cfg), cfg.train.batch_size)
+        return cfg
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
@@ -302,6 +322,9 @@ def _build(raw: dict, path: Path) -> ModelConfig:
     name = raw["name"]
     if not all(c.isalnum() or c in "_-." for c in name):
         raise ConfigError(f"name: {name!r} may only hold letters, digits, '_', '-' and '.'")
+    if "hidden" in _section(raw, "network"):
+        raise ConfigError("network.hidden: moved to network.options.hidden (an option of the dnn "
+                          "network): write it under [network.options]")
     sections = {}
     for key, cls in _SECTIONS.items():
         section = _section(raw, key)
@@ -313,7 +336,13 @@ def _build(raw: dict, path: Path) -> ModelConfig:
         raise ConfigError(f"table.num_shards: must be an integer >= 1, got {num_shards!r}")
     table = _table_config(table_raw)
     base = path.parent
+    from trainer.network.load import resolve
+    network = sections["network"]
+    if network.compile_cache not in ("", "off"):
+        sections["network"] = dataclasses.replace(
+            network, compile_cache=_resolve(base, network.compile_cache))
     return ModelConfig(
+        network_source=resolve(network.model, network.options, base.resolve()),
         name=name,
         data_root=_resolve(base, raw["data_root"]),
         model_dir=_resolve(base, raw["model_dir"]),

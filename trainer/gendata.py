@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from trainer.hours import hour_str, partition_relpath
 from trainer.metrics import exact_auc
-from trainer.model import sigmoid
+from scipy.special import expit as sigmoid  # stable logistic (scipy comes with jax)
 from trainer.partition import SUCCESS, open_root
 from trainer.sharding import mix64
 

@@ -8,12 +8,20 @@ Phases (the only barriers are load, end of data and save; workers never wait for
     metrics and counters reduced to rank 0
     servers: day boundary (before a full save), export, stage shards -> rank 0 stages dense + meta
 
+The network: worker ranks import JAX (in a thread from the job's start, so it overlaps the
+planning), build and check the configured network for the partition's dense width, and compile
+the step (a read of JAX's persistent cache after the first hour). The first worker broadcasts
+the parameter layout, the network record and, for a new chain, the initial parameters
+(``network.init`` with ``train.seed``): servers never import JAX.
+
 Any exception on any rank aborts every rank (``MPI_Abort``) after printing rank, host and cause.
 The job never commits: ``streamtrain save`` does.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +36,9 @@ from trainer.comm import Backoff, Roles, fail_job
 from trainer.config import ModelConfig
 from trainer.hours import hour_of_day, hour_str
 from trainer.metrics import ProgressiveMetrics
-from trainer.model import DenseLayout, DenseOptimizer, flatten, init_dense
+from trainer.network import load as network_load
+from trainer.network.layout import ParamLayout
+from trainer.network.optimizer import DenseOptimizer
 from trainer.server import DenseSlice, Server, dense_bounds
 from trainer.sharding import shard_of
 from trainer.worker import Worker
@@ -50,6 +60,18 @@ class HourPlan:
     partition: dict = field(default_factory=dict)  # path + files with sizes and checksums
     work: list = field(default_factory=list)  # work[w] = list of WorkUnit for worker w
     dense_dim: int = 0
+
+
+@dataclass
+class NetworkInfo:
+    """What the first worker tells every rank about the network (servers never import JAX)."""
+
+    record: dict  #: meta.json's "network" (trainer.network.load.Built.record)
+    initial: np.ndarray | None  #: the flat initial parameters, for a new chain
+
+    @property
+    def layout(self) -> ParamLayout:
+        return ParamLayout.from_record(self.record["parameters"])
 
 
 def run_train(cfg: ModelConfig, hour: int, force: bool = False,
@@ -74,6 +96,7 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
+    jax_import = None if roles.is_server else _import_in_background("trainer.network.step")
     plan = _plan_hour(cfg, hour, roles, force) if roles.rank == 0 else None
     plan = comm.bcast(plan, root=0)
     if plan.skip:
@@ -85,14 +108,19 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
             f"{roles.servers} server(s), {roles.workers} worker(s), "
             f"{sum(len(w) for w in plan.work)} row groups")
 
-    layout = DenseLayout(num_fields=len(cfg.columns.slots), dim=cfg.table.dim,
-                         dense_dim=plan.dense_dim, hidden=cfg.network.hidden)
-    bounds = dense_bounds(layout.num_params, roles.servers)
-    table = dense = None
+    table = dense = chain = step = None
+    network_seconds = 0.0
     if roles.is_server:
-        table, dense = _load_server_state(cfg, plan, roles, layout, bounds)
+        table, chain = _load_table(cfg, plan, roles)  # meanwhile the workers compile
+        network = comm.bcast(None, root=roles.servers)
+        dense = _load_dense(cfg, plan, roles, network, chain)
+    else:
+        started_network = time.perf_counter()
+        step, network = _prepare_network(comm, cfg, plan, roles, jax_import)
+        network_seconds = time.perf_counter() - started_network
     comm.Barrier()  # load done everywhere (a failed load aborted the job)
     seconds["load"] = time.perf_counter() - started
+    seconds["network"] = comm.reduce(network_seconds, op=MPI.MAX, root=0)
 
     started = time.perf_counter()
     metrics = ProgressiveMetrics()
@@ -100,7 +128,8 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     if roles.is_server:
         stats = Server(comm, table, dense, hour, roles.workers, backoff).serve()
     else:
-        worker = Worker(comm, cfg, roles, layout, bounds, hour, backoff, metrics)
+        bounds = dense_bounds(network.layout.num_params, roles.servers)
+        worker = Worker(comm, cfg, roles, step, bounds, hour, backoff, metrics)
         worker.run(plan.work[roles.worker_index])
         stats = worker.stats
     seconds["train"] = time.perf_counter() - started
@@ -113,11 +142,11 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     evicted = comm.allreduce(evicted, op=MPI.SUM)
     stage, infos = _stage_shards(cfg, plan, roles, table) if roles.is_server else (None, [])
     all_infos = comm.gather(infos, root=0)
-    dense_state = _gather_dense(comm, roles, dense, layout)
+    dense_state = _gather_dense(comm, roles, dense)
     if roles.rank == 0:
         seconds["stage"] = time.perf_counter() - started
         result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg,
-                               run_info)
+                               {**run_info, "network": network.record})
         log("result " + json.dumps(result, sort_keys=True))
     comm.Barrier()  # no rank exits before rank 0 has written meta.json (a failure aborted all)
     return 0
@@ -151,13 +180,46 @@ def _my_shards(cfg: ModelConfig, roles: Roles) -> list[int]:
     return [s for s in range(cfg.table_num_shards) if s % roles.servers == roles.rank]
 
 
-def _load_server_state(cfg, plan: HourPlan, roles: Roles, layout: DenseLayout, bounds):
+def _import_in_background(module: str) -> threading.Thread:
+    """Start importing `module` (JAX: about a second) while rank 0 plans the hour."""
+    thread = threading.Thread(target=importlib.import_module, args=(module,),
+                              name="import-jax", daemon=True)
+    thread.start()
+    return thread
+
+
+def _prepare_network(comm, cfg, plan: HourPlan, roles: Roles, jax_import: threading.Thread):
+    """A worker: build + check the network, share its layout, compile the step."""
+    jax_import.join()
+    from trainer.network import step as network_step  # the import error, if any, raises here
+
+    if cfg.compile_cache_dir:
+        network_step.use_compile_cache(cfg.compile_cache_dir)
+    spec = network_load.input_spec(cfg, plan.dense_dim)
+    built = network_load.build(cfg.network_source, spec, cfg.train.batch_size)
+    first = roles.rank == roles.servers
+    info = None
+    if first:
+        initial = None
+        if plan.parent is None:
+            import jax
+            params = built.network.init(jax.random.PRNGKey(cfg.train.seed))
+            initial = built.layout.flatten({k: np.asarray(v) for k, v in params.items()})
+        info = NetworkInfo(built.record(), initial)
+    info = comm.bcast(info, root=roles.servers)
+    step = network_step.Step(built, cfg.train.batch_size)
+    step.compiled("train")
+    if first:
+        log(f"network {cfg.network.model!r}: {built.layout.num_params:,} parameters in "
+            f"{len(built.layout.names)} arrays; step compiled in {step.compile_seconds:.2f} s")
+    return step, info
+
+
+def _load_table(cfg, plan: HourPlan, roles: Roles):
+    """This server's shards of the chain head (or an empty table); also returns the chain."""
     table = pstable.SparseTable(cfg.table)
-    lo, hi = int(bounds[roles.rank]), int(bounds[roles.rank + 1])
-    optimizer = DenseOptimizer.from_config(cfg.network)
     if plan.parent is None:
-        flat = flatten(init_dense(layout, cfg.train.seed), layout)
-        return table, DenseSlice(flat[lo:hi].copy(), optimizer)
+        return table, None
     chain = store.load_chain(cfg.model_dir, head=plan.parent, num_shards=cfg.table_num_shards)
     mine = _my_shards(cfg, roles)
     table.reserve(chain.admitted_rows(mine))  # the base's rows: no rehash while loading them
@@ -166,13 +228,27 @@ def _load_server_state(cfg, plan: HourPlan, roles: Roles, layout: DenseLayout, b
     for _shard, _version, columns in chain.iter_shards(mine):
         table.load(columns)
     table.mark_saved()
+    return table, chain
+
+
+def _load_dense(cfg, plan: HourPlan, roles: Roles, network: NetworkInfo, chain) -> DenseSlice:
+    """This server's slice of the dense vector: initial, or the chain head's (same network)."""
+    bounds = dense_bounds(network.layout.num_params, roles.servers)
+    lo, hi = int(bounds[roles.rank]), int(bounds[roles.rank + 1])
+    optimizer = DenseOptimizer.from_config(cfg.network)
+    if plan.parent is None:
+        return DenseSlice(network.initial[lo:hi].copy(), optimizer)
+    saved_network = chain.get(plan.parent).meta.get("network")
+    for warning in network_load.check_saved(saved_network, network.record, f"version {plan.parent}"):
+        if roles.rank == 0:
+            log(f"warning: {warning}")
     saved = chain.read_dense()
-    if saved["params"].size != layout.num_params:
+    if saved["params"].size != network.layout.num_params:
         raise store.ChainError(f"{plan.parent}: dense has {saved['params'].size} parameters, "
-                               f"the config's network has {layout.num_params}")
+                               f"the network has {network.layout.num_params}")
     state = {k[len("state."):]: (v if k == "state.step" else v[lo:hi].copy())
              for k, v in saved.items() if k.startswith("state.")}
-    return table, DenseSlice(saved["params"][lo:hi].copy(), optimizer, state)
+    return DenseSlice(saved["params"][lo:hi].copy(), optimizer, state)
 
 
 def _reduce_totals(comm, roles: Roles, metrics: ProgressiveMetrics, stats, table) -> dict:
@@ -213,7 +289,7 @@ def _stage_shards(cfg, plan: HourPlan, roles: Roles, table) -> list:
     return stage, infos
 
 
-def _gather_dense(comm, roles: Roles, dense: DenseSlice | None, layout: DenseLayout):
+def _gather_dense(comm, roles: Roles, dense: DenseSlice | None):
     """Rank 0 gets the full flat parameters and optimizer state, in server order."""
     mine = None
     if roles.is_server:

@@ -16,7 +16,7 @@ from mpi4py import MPI
 import pstable
 from trainer.comm import (TAG_DONE, TAG_PULL, TAG_PULL_REPLY, TAG_PUSH, TAG_PUSH_ACK, Backoff,
                           JobError, recv_bytes, unpack)
-from trainer.model import DenseOptimizer
+from trainer.network.optimizer import DenseOptimizer
 
 
 def dense_bounds(num_params: int, num_servers: int) -> np.ndarray:

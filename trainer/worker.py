@@ -31,7 +31,6 @@ from trainer.comm import (TAG_DONE, TAG_PULL, TAG_PULL_REPLY, TAG_PUSH, TAG_PUSH
 from trainer.config import ModelConfig
 from trainer.hours import hour_str
 from trainer.metrics import ProgressiveMetrics
-from trainer.model import DenseLayout, flatten, train_step, unflatten
 from trainer.reader import BatchReader, ReadStats, dedup
 from trainer.sharding import group_by_owner, server_of_shard, shard_of
 
@@ -53,25 +52,21 @@ class WorkerStats:
 
 
 class Worker:
-    def __init__(self, comm: MPI.Comm, cfg: ModelConfig, roles: Roles, layout: DenseLayout,
+    def __init__(self, comm: MPI.Comm, cfg: ModelConfig, roles: Roles, step,
                  bounds: np.ndarray, hour: int, backoff: Backoff, metrics: ProgressiveMetrics):
-        self.comm, self.cfg, self.roles, self.layout = comm, cfg, roles, layout
+        self.comm, self.cfg, self.roles, self.step = comm, cfg, roles, step  # network.step.Step
         self.bounds, self.hour, self.backoff, self.metrics = bounds, hour, backoff, metrics
         self.width = cfg.table.dim + 1
-        self.flat = np.zeros(layout.num_params, np.float32)  # latest pulled dense parameters
-        self.params = unflatten(self.flat, layout)
-        self.grad_flat = np.empty(layout.num_params, np.float32)
+        self.flat = np.zeros(step.layout.num_params, np.float32)  # latest pulled dense parameters
         self.in_flight = np.zeros(roles.servers, np.int64)
         self.sends: list[tuple[MPI.Request, np.ndarray]] = []
         self.stats = WorkerStats()
-        self.workspace: dict = {}
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, units) -> WorkerStats:
         part = partition.locate(self.cfg.data_root, self.hour, self.cfg.s3)
         reader = BatchReader(units, self.cfg.columns, self.cfg.train.batch_size,
                              filesystem=part.fs, quarantine_path=self._quarantine_path())
-        num_fields = len(self.cfg.columns.slots)
         every = self.cfg.train.dense_pull_every
         started = last_report = time.monotonic()
         routed = _prefetch((self._route(b) for b in reader), depth=2)
@@ -83,7 +78,7 @@ class Worker:
             if upcoming is not None:  # in flight while this batch computes
                 pull = self._start_pull(upcoming, want_dense=(self.stats.batches + 1) % every == 0)
             batch, features, groups = current
-            step = train_step(self.params, batch, features, rows, num_fields, self.workspace)
+            step = self.step.train(self.flat, batch, features, rows)
             self.metrics.update(batch.labels, step.probs, batch.shows if batch.has_shows else None)
             self._push(features, groups, step)
             self.stats.batches += 1
@@ -149,13 +144,12 @@ class Worker:
 
     # -- push --------------------------------------------------------------------------------
     def _push(self, features, groups, step) -> None:
-        flatten(step.dense_grads, self.layout, out=self.grad_flat)
         for server, index in enumerate(groups):
             while self.in_flight[server] >= self.cfg.train.max_pushes_in_flight:
                 self._receive_ack()
             packet = pack(features.keys[index], features.slots[index], features.shows[index],
                           features.clicks[index], step.sparse_grads[index],
-                          self.grad_flat[self.bounds[server]:self.bounds[server + 1]])
+                          step.dense_grads[self.bounds[server]:self.bounds[server + 1]])
             request = self.comm.Isend([packet, MPI.BYTE], dest=server, tag=TAG_PUSH)
             self.sends.append((request, packet))  # the buffer lives until the send completes
             self.in_flight[server] += 1

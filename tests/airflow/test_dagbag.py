@@ -15,11 +15,11 @@ def _dagbag():
     return DagBag(str(REPO / "dags"))
 
 
-def test_example_folder_gives_the_demo_dag(monkeypatch):
+def test_example_folder_gives_the_demo_and_custom_network_dags(monkeypatch):
     monkeypatch.delenv("STREAMTRAIN_CONFIG_DIR", raising=False)
     bag = _dagbag()
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["streamtrain_demo"]
+    assert sorted(bag.dag_ids) == ["streamtrain_custom", "streamtrain_demo"]
 
 
 def test_one_dag_per_config_and_no_config_read_at_parse_time(tmp_path, monkeypatch):

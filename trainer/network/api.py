@@ -7,7 +7,8 @@ to the table and the dense gradients (its parameters, flattened to one vector) t
 A network is made by a *factory*, named by the config's ``[network] model``: a zoo name
 (``trainer/network/zoo/<name>.py``) or ``"path/to/file.py:factory"``. The factory is called as
 ``factory(spec, **options)`` with ``options`` = ``[network.options]`` and returns a
-:class:`Network`.
+:class:`Network`. A zoo module's factory is its function ``network``. ``docs/models.md`` shows
+how to write one.
 """
 from __future__ import annotations
 
@@ -47,14 +48,19 @@ class InputSpec:
 class Inputs(NamedTuple):
     """One batch as the network sees it (JAX arrays, float32; ``B`` = the padded batch size).
 
-    Padding rows (the last batch is padded to a fixed ``B`` so one compiled step serves the
-    hour) are zeros and carry no weight in the loss.
+    Padding rows (the last batch is padded to a fixed ``B`` = ``train.batch_size`` so one
+    compiled step serves the hour) are zeros and carry no weight in the loss.
+
+    ``pooled``, ``wide`` and ``sequences`` are differentiated: their gradients are pushed back
+    to the table rows of the ids they were made from. ``dense`` and ``masks`` are data.
     """
 
     pooled: Any  #: [B, F, dim]: per-slot sum of the embeddings of the row's ids
     wide: Any  #: [B]: sum of the 1-wide weights of all the row's ids (sequence ids included)
     dense: Any  #: [B, D]: dense features
-    sequences: Mapping[str, Any]  #: name -> [B, L, dim] embeddings, newest id last, zeros where padded
+    #: name -> [B, L, dim] (``L`` = the slot's ``max_len``): the embeddings of the kept ids (the
+    #: newest ``max_len`` of the row's list), in list order from position 0, then zero padding
+    sequences: Mapping[str, Any]
     masks: Mapping[str, Any]  #: name -> [B, L]: 1.0 for a real id, 0.0 for padding
 
 

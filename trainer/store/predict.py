@@ -2,8 +2,9 @@
 
 Reads only ``key`` / ``slot`` / ``state`` / ``weights`` of every shard along the chain (base, then
 deltas and their tombstones, applied in numpy as ``SparseTable.load`` would), the head's dense
-parameters, and runs ``trainer.reader`` + ``trainer.model.predict`` batch by batch. Features that
-are not in the model (never admitted, evicted) read as zeros, as in training.
+parameters, and runs ``trainer.reader`` + the network's forward pass
+(:meth:`trainer.network.step.Step.predict`, the training step's forward) batch by batch.
+Features that are not in the model (never admitted, evicted) read as zeros, as in training.
 """
 from __future__ import annotations
 
@@ -55,15 +56,18 @@ class WeightIndex:
 
 
 def predict(cfg, version: str | None, input_path: str, output_path: str, *,
-            batch_size: int = 65536) -> dict:
+            batch_size: int | None = None) -> dict:
     """Score ``input_path`` with ``version`` (default: the head) of ``cfg.model_dir``.
 
     Writes ``output_path`` (Parquet: ``pred`` float32, ``label`` float32, one row per input row in
     file order) and returns a summary dict. Rows the config would reject fail the call
-    (``bad_rows`` is forced to "fail" so the output stays aligned with the input).
+    (``bad_rows`` is forced to "fail" so the output stays aligned with the input). Batches of
+    ``batch_size`` rows (default ``train.batch_size``: the training step's shapes). A version
+    made by another network than the config's is refused.
     """
-    from trainer import model as M
     from trainer import partition, reader
+    from trainer.network import load as network_load
+    from trainer.network import step as network_step
 
     chain = load_chain(cfg.model_dir, head=version, num_shards=cfg.table_num_shards)
     if not len(chain):
@@ -78,11 +82,16 @@ def predict(cfg, version: str | None, input_path: str, output_path: str, *,
     if dataclasses.is_dataclass(columns) and getattr(columns, "bad_rows", "fail") != "fail":
         columns = dataclasses.replace(columns, bad_rows="fail")
     widths = partition.check_columns(pf.schema_arrow, columns, str(input_path))
-    layout = M.DenseLayout.from_config(cfg, dense_dim=sum(widths))
-    if dense["params"].size != layout.num_params:
+    batch_size = batch_size or cfg.train.batch_size
+    built = network_load.build(cfg.network_source, network_load.input_spec(cfg, sum(widths)),
+                               batch_size)
+    network_load.check_saved(chain.get(head).meta.get("network"), built.record(), f"version {head}")
+    if dense["params"].size != built.layout.num_params:
         raise StoreError(f"version {head}: dense has {dense['params'].size} parameters, the "
-                         f"config's network on this input needs {layout.num_params}")
-    params = M.unflatten(dense["params"], layout)
+                         f"config's network on this input needs {built.layout.num_params}")
+    if cfg.compile_cache_dir:
+        network_step.use_compile_cache(cfg.compile_cache_dir)
+    step = network_step.Step(built, batch_size)
     units, first = [], 0
     for g in range(pf.metadata.num_row_groups):
         rows = pf.metadata.row_group(g).num_rows
@@ -93,7 +102,7 @@ def predict(cfg, version: str | None, input_path: str, output_path: str, *,
     for batch in reader.BatchReader(units, columns, batch_size):
         d = reader.dedup(batch)
         rows = index.lookup(d.keys, d.slots)
-        preds.append(M.predict(params, batch, d, rows, layout.num_fields))
+        preds.append(step.predict(dense["params"], batch, d, rows))
         labels.append(batch.labels)
     pred = np.concatenate(preds) if preds else np.zeros(0, np.float32)
     label = np.concatenate(labels) if labels else np.zeros(0, np.float32)
