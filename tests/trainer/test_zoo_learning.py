@@ -1,5 +1,4 @@
-"""DRAFT, to become ``tests/trainer/test_zoo_learning.py`` once the JAX networks are merged
-(issue #13): the zoo's extra structure finds what gen-data planted.
+"""The zoo's extra structure finds what gen-data planted (issue #13).
 
 On a stream with planted pairwise interactions, DeepFM and DCN-v2 reach a higher progressive AUC
 than ``dnn`` after the same hours; on a stream with a planted sequence effect, DIN does. One
@@ -34,13 +33,13 @@ def _aucs(root: Path, planted: Planted, models) -> dict:
 
 def test_deepfm_and_dcn_v2_find_planted_interactions_that_dnn_misses(tmp_path):
     auc = _aucs(tmp_path, INTERACTIONS, ("dnn", "deepfm", "dcn_v2"))
-    # measured (mean AUC over 4 hours): dnn 0.532, deepfm 0.590, dcn_v2 0.604
-    assert auc["deepfm"] > auc["dnn"] + 0.03, auc
-    assert auc["dcn_v2"] > auc["dnn"] + 0.03, auc
+    # margins: about half the gaps measured with show-scaled updates (docs/benchmarks.md, zoo)
+    assert auc["deepfm"] > auc["dnn"] + 0.01, auc
+    assert auc["dcn_v2"] > auc["dnn"] + 0.01, auc
 
 
 def test_din_finds_the_planted_sequence_effect_that_dnn_misses(tmp_path):
     auc = _aucs(tmp_path, SEQUENCE, ("dnn", "din"))
-    # measured (mean AUC over 4 hours): dnn 0.508, din 0.699 (sum-pooled history: wide_deep 0.643,
-    # deepfm 0.661, dcn_v2 0.659; dnn does not use sequence slots)
-    assert auc["din"] > auc["dnn"] + 0.1, auc
+    # margin: about half the gap measured with show-scaled updates (docs/benchmarks.md, zoo);
+    # dnn does not use sequence slots, only their ids' wide weights
+    assert auc["din"] > auc["dnn"] + 0.02, auc

@@ -1,6 +1,5 @@
-"""DRAFT, to join ``tests/trainer/test_zoo.py`` once the JAX step is merged (it needs
-``tests/trainer/network_checks.py``): the zoo through the whole training step.
-"""
+"""The zoo through the whole training step: gradients of pooling, sequences and the pushed
+sparse rows against finite differences (``network_checks.check_network_gradients``)."""
 import importlib
 
 import pytest
