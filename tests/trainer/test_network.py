@@ -12,7 +12,7 @@ from trainer.network.layout import ParamLayout
 from trainer.network.optimizer import DenseOptimizer
 from trainer.network.step import NonFiniteOutputError, Step, make_inputs
 from trainer.network.zoo import dnn
-from trainer.reader import Batch, dedup
+from trainer.reader import dedup
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = InputSpec(slots=("a", "b", "c"), dim=3, dense_dim=2)

@@ -54,7 +54,7 @@ class NetworkSource:
     kind: str  #: "zoo" | "file"
     path: str  #: absolute path of the Python file
     factory: str  #: function name in that file
-    sha256: str  #: of the file's bytes
+    sha256: str  #: of the file's bytes (a zoo model's: with the zoo code it may import)
     options: dict = field(default_factory=dict)
 
     def record(self) -> dict:
@@ -82,8 +82,19 @@ def resolve(model: str, options: Mapping, config_dir: Path) -> NetworkSource:
             raise _error("network.model", f"{model!r}: file {path.resolve()} does not exist")
         kind = "file"
     return NetworkSource(model=model, kind=kind, path=str(path.resolve()), factory=factory,
-                         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-                         options=dict(options))
+                         sha256=_code_sha256(path, kind), options=dict(options))
+
+
+def _code_sha256(path: Path, kind: str) -> str:
+    """sha256 of a network's code. A zoo model may import the other zoo files and
+    ``trainer/network/layers.py`` (deepfm builds on wide_deep), so an edit to any of them
+    changes every zoo model's hash; a user's file is hashed alone."""
+    digest = hashlib.sha256(path.read_bytes())
+    if kind == "zoo":
+        shared = sorted(path.parent.glob("*.py")) + [path.parent.parent / "layers.py"]
+        for file in shared:
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def input_spec(cfg, dense_dim: int | None = None) -> InputSpec:
