@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-hour", type=int, default=20000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip", type=_hour, nargs="*", default=[], help="hours left missing")
+    p.add_argument("--bias", type=float, default=None,
+                   help="planted logit intercept (default -2.2, CTR ~0.15; -6.3 gives ~0.4 %%)")
 
     p = command("train", "train one hour (run under mpiexec); stages the new version")
     p.add_argument("--hour", type=_hour, required=True)
@@ -111,9 +113,10 @@ def _demo_argv(args) -> list[str]:
 
 
 def _gen_data(cfg, args) -> int:
-    from trainer.gendata import generate_hours
+    from trainer.gendata import DEFAULT_BIAS, generate_hours
+    bias = DEFAULT_BIAS if args.bias is None else args.bias
     report = generate_hours(cfg.columns, cfg.data_root, args.start, args.hours,
-                            args.rows_per_hour, seed=args.seed, skip=tuple(args.skip))
+                            args.rows_per_hour, seed=args.seed, skip=tuple(args.skip), bias=bias)
     print(json.dumps(report, default=str) if report is not None else "done")
     return 0
 

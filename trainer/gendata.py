@@ -52,7 +52,7 @@ from trainer.partition import SUCCESS, open_root
 from trainer.sharding import mix64
 
 __all__ = ["SlotProfile", "DEFAULT_PROFILES", "EDGE_IDS", "raw_ids", "true_weights", "generate_hour",
-           "generate_hours"]
+           "generate_hours", "DEFAULT_BIAS"]
 
 #: Raw ids of ranks 0..3 of every slot (the most popular ids): the 64-bit edge values.
 EDGE_IDS = np.array([0, -1, np.iinfo(np.int64).min, np.iinfo(np.int64).max], np.int64)
@@ -79,7 +79,7 @@ DEFAULT_PROFILES = (
 )
 _DENSE_BETA = (0.6, -0.4, 0.3)  # extra dense columns reuse these in turn
 _INTERACTION = 0.4  # coefficient of d0 * d1
-_BIAS = -2.2
+DEFAULT_BIAS = -2.2  #: planted intercept (CTR ~0.15); about -6.3 gives a CTR of ~0.4 %
 _DRIFT = 0.4  # drift amplitude, as a fraction of a weight's sigma
 _PERIOD_HOURS = 72.0
 _NEW_BASE = 1 << 40  # ranks of new ids start here (far from the stable ranks)
@@ -132,8 +132,9 @@ def _draw_ranks(rng, n, prof: SlotProfile, hour: int) -> np.ndarray:
     return ranks
 
 
-def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PROFILES):
-    """Draw one hour of data.
+def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PROFILES,
+                  bias: float = DEFAULT_BIAS):
+    """Draw one hour of data (``bias``: the planted logit's intercept; lower = rarer clicks).
 
     Returns
     -------
@@ -145,7 +146,7 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
         ``rows``.
     """
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(hour) & 0xFFFFFFFF, 0x6E7])
-    logit = np.full(rows, _BIAS)
+    logit = np.full(rows, float(bias))
     arrays: dict[str, pa.Array] = {}
     for s, name in enumerate(columns.slots):
         prof = profiles[s % len(profiles)]
@@ -192,7 +193,8 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
 
 
 def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, rows_per_hour: int,
-                   seed: int, skip=(), *, files_per_hour: int = 2, row_groups_per_file: int = 4):
+                   seed: int, skip=(), *, files_per_hour: int = 2, row_groups_per_file: int = 4,
+                   bias: float = DEFAULT_BIAS):
     """Write ``hours`` hourly partitions starting at hour index ``start_hour``.
 
     Parameters
@@ -209,6 +211,8 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
     skip : iterable of int
         Hour indexes not to write (to simulate an hour that never lands).
     files_per_hour, row_groups_per_file : int
+    bias : float
+        The planted logit's intercept (:data:`DEFAULT_BIAS`); part of what the draws depend on.
 
     Returns
     -------
@@ -236,7 +240,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
                     info = json.loads(f.read().decode())
             out.append({**rec, "status": "exists", **info})
             continue
-        table, info = generate_hour(columns, h, rows_per_hour, seed)
+        table, info = generate_hour(columns, h, rows_per_hour, seed, bias=bias)
         fs.create_dir(path, recursive=True)
         for fi in fs.get_file_info(pafs.FileSelector(path)):  # leftovers of a crashed run
             if fi.type == pafs.FileType.File:
@@ -248,7 +252,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
             tmp, final = f"{path}/.part-{i:05d}.parquet.tmp", f"{path}/part-{i:05d}.parquet"
             pq.write_table(part, tmp, filesystem=fs, row_group_size=rg)
             fs.move(tmp, final)
-        info = {"hour": h, "hour_str": hour_str(h), "seed": int(seed), **info}
+        info = {"hour": h, "hour_str": hour_str(h), "seed": int(seed), "bias": float(bias), **info}
         with fs.open_output_stream(f"{path}/_bayes.json") as f:
             f.write(json.dumps(info, sort_keys=True).encode())
         with fs.open_output_stream(f"{path}/{SUCCESS}"):
