@@ -110,10 +110,13 @@ def write_config(path: Path, stream: Stream, data: Path, model: Path, overrides:
     return path
 
 
+CODE = REPO  # the tree whose ``trainer`` runs (``--code``: e.g. a checkout of main, for A/B)
+
+
 def streamtrain(*args, env=None) -> str:
     """Run the real command line; raise with its last lines on failure."""
     proc = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO)
+                          text=True, env=env, cwd=CODE)
     if proc.returncode:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise RuntimeError(f"streamtrain {' '.join(args)} exited {proc.returncode}:\n"
@@ -298,7 +301,7 @@ def probe_env(work: Path, show_scale: bool) -> dict | None:
     site.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(_SITE)
     return {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(site), str(REPO), os.environ.get("PYTHONPATH", "")])}
+        [str(site), str(CODE), os.environ.get("PYTHONPATH", "")])}
 
 
 def run_stream(stream: Stream, work: Path, hours: int, overrides: dict, show_scale: bool,
@@ -430,10 +433,14 @@ def main(argv=None) -> int:
                     help="probe: servers divide pushed sparse gradients by the pushed shows")
     ap.add_argument("--no-baseline", action="store_true", help="skip the river baseline")
     ap.add_argument("--movielens-wheel", default=None, help="path to a recbole wheel")
+    ap.add_argument("--code", default=str(REPO),
+                    help="run this tree's trainer (a checkout with its built pstable), e.g. main")
     ap.add_argument("--work", default=str(REPO / "var" / "bench" / "quality"))
     ap.add_argument("--json", default=None, help="write every number (per hour too) here")
     ap.add_argument("--keep", action="store_true", help="keep the data and models")
     args = ap.parse_args(argv)
+    global CODE
+    CODE = Path(args.code).resolve()
     overrides = parse_sets(args.set)
     work = Path(args.work)
     results = []

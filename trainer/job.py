@@ -13,7 +13,9 @@ The job never commits: ``streamtrain save`` does.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -50,6 +52,7 @@ class HourPlan:
     partition: dict = field(default_factory=dict)  # path + files with sizes and checksums
     work: list = field(default_factory=list)  # work[w] = list of WorkUnit for worker w
     dense_dim: int = 0
+    initial_ctr: float = 0.0  # a new chain's first prediction (network.initial_ctr, resolved)
 
 
 def run_train(cfg: ModelConfig, hour: int, force: bool = False,
@@ -100,8 +103,10 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     if roles.is_server:
         stats = Server(comm, table, dense, hour, roles.workers, backoff).serve()
     else:
-        worker = Worker(comm, cfg, roles, layout, bounds, hour, backoff, metrics)
-        worker.run(plan.work[roles.worker_index])
+        units = plan.work[roles.worker_index]
+        worker = Worker(comm, _with_hour_batch(cfg, units), roles, layout, bounds, hour,
+                        backoff, metrics)
+        worker.run(units)
         stats = worker.stats
     seconds["train"] = time.perf_counter() - started
 
@@ -137,6 +142,11 @@ def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPl
         log(f"warning: {hour_str(hour)}: partition changed since it was trained: "
             f"{', '.join(decision.partition_diff)}")
     files, dense_dim = partition.check_schema(part, files, cfg.columns)
+    initial_ctr = 0.0
+    if decision.parent is None:
+        initial_ctr = cfg.network.initial_ctr or _partition_ctr(part, files, cfg.columns)
+        log(f"{hour_str(hour)}: new model; first predictions at CTR {initial_ctr:.4g}"
+            + ("" if cfg.network.initial_ctr else " (network.initial_ctr = 0: this hour's CTR)"))
     if decision.rollback:
         store.rollback_head(cfg.model_dir, decision.rollback, reason="train --force")
         log(f"rolled back {decision.rollback} to retrain {hour_str(hour)}")
@@ -144,7 +154,56 @@ def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPl
         hour=hour, kind=decision.kind, parent=decision.parent,
         day_boundary=decision.kind == "full" and decision.parent is not None
         and hour_of_day(hour) == cfg.save.full_save_hour,
-        partition=record, work=partition.assign_work(files, roles.workers), dense_dim=dense_dim)
+        partition=record, work=partition.assign_work(files, roles.workers), dense_dim=dense_dim,
+        initial_ctr=initial_ctr)
+
+
+_CTR_CLIP = 1e-4  # a prior CTR of exactly 0 or 1 would be an infinite bias
+
+
+def _partition_ctr(part, files, columns) -> float:
+    """Show-weighted CTR of the partition, from its label (and show) columns only (rows whose
+    label is not 0/1 are left to the reader to refuse or quarantine).
+
+    The one number a new model takes from its first hour before training it: that hour's
+    calibration is then in-sample by one scalar (docs/training.md); its ranking is not."""
+    import pyarrow.parquet as pq
+
+    clicks = shows = 0.0
+    names = [columns.label] + ([columns.show] if columns.show else [])
+    for f in files:
+        table = pq.read_table(f.path, columns=names, filesystem=part.fs)
+        label = _as_float(table.column(columns.label))
+        show = _as_float(table.column(columns.show)) if columns.show else np.ones(label.size)
+        good = ((label == 0) | (label == 1)) & (show >= 1)
+        clicks += float((label * show)[good].sum())
+        shows += float(show[good].sum())
+    ctr = clicks / shows if shows > 0 else 0.5
+    return min(max(ctr, _CTR_CLIP), 1 - _CTR_CLIP)
+
+
+def _as_float(column) -> np.ndarray:
+    """A label or show column as float64, nulls as NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+
+
+def _with_hour_batch(cfg: ModelConfig, units) -> ModelConfig:
+    """``cfg`` with this worker's batch size for the hour (``train.min_batches_per_hour``)."""
+    size = cfg.train.hour_batch_size(sum(u.rows for u in units))
+    if size == cfg.train.batch_size:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=size))
+
+
+def _initial_dense(layout: DenseLayout, cfg: ModelConfig, initial_ctr: float) -> np.ndarray:
+    """The flat initial dense parameters of a new model: the network's init, with the output
+    bias at ``logit(initial_ctr)`` so the first predictions start at that CTR, not at 0.5."""
+    params = init_dense(layout, cfg.train.seed)
+    params["out.b"][:] = math.log(initial_ctr / (1.0 - initial_ctr))
+    return flatten(params, layout)
 
 
 def _my_shards(cfg: ModelConfig, roles: Roles) -> list[int]:
@@ -156,7 +215,7 @@ def _load_server_state(cfg, plan: HourPlan, roles: Roles, layout: DenseLayout, b
     lo, hi = int(bounds[roles.rank]), int(bounds[roles.rank + 1])
     optimizer = DenseOptimizer.from_config(cfg.network)
     if plan.parent is None:
-        flat = flatten(init_dense(layout, cfg.train.seed), layout)
+        flat = _initial_dense(layout, cfg, plan.initial_ctr)
         return table, DenseSlice(flat[lo:hi].copy(), optimizer)
     chain = store.load_chain(cfg.model_dir, head=plan.parent, num_shards=cfg.table_num_shards)
     mine = _my_shards(cfg, roles)
@@ -240,6 +299,7 @@ def _finish_stage(stage, plan: HourPlan, all_infos, dense_state, totals, evicted
     stage.finish(infos, partition=plan.partition, metrics=totals,
                  config_hash=cfg.config_hash(), code_version=trainer.__version__,
                  extra={**run_info,
-                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)}})
+                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)},
+                        **({"initial_ctr": plan.initial_ctr} if plan.parent is None else {})})
     return {"hour": hour_str(plan.hour), "kind": plan.kind, "parent": plan.parent, **totals}
 
