@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trainer.hours import hour_index, hour_str, partition_relpath  # noqa: E402
-from trainer.metrics import ProgressiveMetrics  # noqa: E402
+from trainer.metrics import ProgressiveMetrics, json_safe  # noqa: E402
 from trainer.store import read_donefile  # noqa: E402
 
 START = "2026-01-01T00"
@@ -397,17 +397,6 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _finite(value):
-    """``value`` with every NaN or infinity replaced by ``None`` (JSON ``null``)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -458,7 +447,7 @@ def main(argv=None) -> int:
     print(f"# overrides {overrides or 'none'}; show-scale probe {args.probe_show_scale}")
     print(format_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(_finite(results), indent=1, allow_nan=False))
+        Path(args.json).write_text(json.dumps(json_safe(results), indent=1, allow_nan=False))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ProgressiveMetrics", "Reliability", "RELIABILITY_EDGES", "exact_auc"]
+__all__ = ["ProgressiveMetrics", "Reliability", "RELIABILITY_EDGES", "exact_auc", "json_safe"]
 
 _SCALARS = ("rows", "shows", "clicks", "pred_sum", "loss_sum", "sq_err_sum")
 _EPS = 1e-7
@@ -94,13 +94,17 @@ class Reliability:
         self._state += other._state
         return self
 
-    def get(self) -> dict[str, list]:
-        """``edges`` (11), and per bin ``shows``, ``pred_ctr``, ``actual_ctr`` (10 each; the
-        rates are ``None`` for an empty bin: JSON ``null``, never NaN)."""
+    def get(self) -> dict:
+        """``edges`` (11), per bin ``shows``, ``pred_ctr``, ``actual_ctr`` (10 each; the rates
+        are ``None`` for an empty bin: JSON ``null``, never NaN), and ``ece``: the expected
+        calibration error ``sum_i shows_i * |pred_i - actual_i| / sum_i shows_i`` (``None``
+        before any row)."""
         shows, pred, clicks = (self._state.reshape(3, _RELIABILITY_BINS)[i] for i in range(3))
         rate = lambda num: [float(n / d) if d > 0 else None for n, d in zip(num, shows)]  # noqa: E731
+        total = float(shows.sum())
+        ece = float(np.abs(pred - clicks).sum() / total) if total > 0 else None
         return {"edges": list(self.edges), "shows": [float(v) for v in shows],
-                "pred_ctr": rate(pred), "actual_ctr": rate(clicks)}
+                "pred_ctr": rate(pred), "actual_ctr": rate(clicks), "ece": ece}
 
 
 class ProgressiveMetrics:
@@ -257,3 +261,19 @@ def exact_auc(labels, preds, weights=None) -> float:
         return float("nan")
     neg_below = np.cumsum(neg) - neg
     return float((np.dot(pos, neg_below) + 0.5 * np.dot(pos, neg)) / (P * N))
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by ``None`` (JSON ``null``), in nested
+    dicts and lists: what goes into a JSON file a serving system or a browser reads.
+
+    >>> json_safe({"auc": float("nan"), "bins": [0.5, float("inf")]})
+    {'auc': None, 'bins': [0.5, None]}
+    """
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
