@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redraw list slot HISTORY as target-slot ids; plant strength * best match")
     p.add_argument("--factors", type=int, default=4, help="width of the planted latent factors")
     p.add_argument("--history-len", type=int, default=10, help="a history holds 0..N ids")
+    p.add_argument("--bias", type=float, default=None,
+                   help="planted logit intercept (default -2.2, CTR ~0.15; -6.3 gives ~0.4 %%)")
 
     p = command("train", "train one hour (run under mpiexec); stages the new version")
     p.add_argument("--hour", type=_hour, required=True)
@@ -127,12 +129,12 @@ def _demo_argv(args) -> list[str]:
 
 
 def _gen_data(cfg, args) -> int:
-    from trainer.gendata import Planted, generate_hours
+    from trainer.gendata import DEFAULT_BIAS, Planted, generate_hours
     planted = Planted(interactions=tuple(args.interaction), sequence=args.sequence_effect,
                       factors=args.factors, history_len=args.history_len)
-    report = generate_hours(cfg, cfg.data_root, args.start, args.hours,
-                            args.rows_per_hour, seed=args.seed, skip=tuple(args.skip),
-                            planted=planted)
+    report = generate_hours(cfg, cfg.data_root, args.start, args.hours, args.rows_per_hour,
+                            seed=args.seed, skip=tuple(args.skip), planted=planted,
+                            bias=DEFAULT_BIAS if args.bias is None else args.bias)
     print(json.dumps(report, default=str) if report is not None else "done")
     return 0
 

@@ -73,23 +73,44 @@ class NetworkConfig:
     optimizer: str = "adam"  # dense rule on the servers: "sgd" | "adagrad" | "adam"
     learning_rate: float = 0.001
     compile_cache: str = ""  # JAX compilation cache: "" = <model_dir>/jax_cache, "off" = none
+    initial_ctr: float = 0.0  # a new model's first predictions; 0 = the first hour's CTR
 
     def validate(self) -> None:
         _one_of("network.optimizer", self.optimizer, ("sgd", "adagrad", "adam"))
         _positive("network.learning_rate", self.learning_rate)
+        if not 0 <= self.initial_ctr < 1:
+            raise ConfigError(f"network.initial_ctr: must be in (0, 1), or 0 for the first "
+                              f"hour's CTR; got {self.initial_ctr!r}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 512
+    min_batches_per_hour: int = 16  # smaller batches for small hours (0 = always batch_size)
     seed: int = 7
     max_pushes_in_flight: int = 4  # bounded asynchrony: a worker waits when this many are unanswered
     dense_pull_every: int = 1  # pull fresh dense parameters every N batches
     progress_seconds: float = 5.0
     bad_rows_dir: str = ""  # quarantine files go here ("" = <model_dir>/quarantine)
 
+    def hour_batch_size(self, worker_rows: int) -> int:
+        """Rows per batch for a worker with `worker_rows` rows this hour: ``batch_size``, or the
+        largest power of two that still gives ``min_batches_per_hour`` batches (a power of two
+        so a compiled step is reused across hours).
+
+        >>> TrainConfig().hour_batch_size(100_000), TrainConfig().hour_batch_size(470)
+        (512, 16)
+        """
+        if not self.min_batches_per_hour or worker_rows < 1:
+            return self.batch_size
+        fit = max(1, worker_rows // self.min_batches_per_hour)
+        return min(self.batch_size, 1 << (fit.bit_length() - 1))
+
     def validate(self) -> None:
         _positive("train.batch_size", self.batch_size)
+        if self.min_batches_per_hour < 0:
+            raise ConfigError(f"train.min_batches_per_hour: must be >= 0 (0 = off), got "
+                              f"{self.min_batches_per_hour!r}")
         _positive("train.max_pushes_in_flight", self.max_pushes_in_flight)
         _positive("train.dense_pull_every", self.dense_pull_every)
         _positive("train.progress_seconds", self.progress_seconds)

@@ -61,7 +61,7 @@ from trainer.partition import SUCCESS, open_root
 from trainer.sharding import mix64
 
 __all__ = ["SlotProfile", "DEFAULT_PROFILES", "EDGE_IDS", "Planted", "raw_ids", "true_weights",
-           "latent_factors", "generate_hour", "generate_hours"]
+           "latent_factors", "generate_hour", "generate_hours", "DEFAULT_BIAS"]
 
 #: Raw ids of ranks 0..3 of every slot (the most popular ids): the 64-bit edge values.
 EDGE_IDS = np.array([0, -1, np.iinfo(np.int64).min, np.iinfo(np.int64).max], np.int64)
@@ -88,7 +88,7 @@ DEFAULT_PROFILES = (
 )
 _DENSE_BETA = (0.6, -0.4, 0.3)  # extra dense columns reuse these in turn
 _INTERACTION = 0.4  # coefficient of d0 * d1
-_BIAS = -2.2
+DEFAULT_BIAS = -2.2  #: planted intercept (CTR ~0.15); about -6.3 gives a CTR of ~0.4 %
 _DRIFT = 0.4  # drift amplitude, as a fraction of a weight's sigma
 _PERIOD_HOURS = 72.0
 _NEW_BASE = 1 << 40  # ranks of new ids start here (far from the stable ranks)
@@ -216,8 +216,9 @@ def _draw_ranks(rng, n, prof: SlotProfile, hour: int) -> np.ndarray:
 
 
 def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PROFILES,
-                  planted: Planted = Planted()):
-    """Draw one hour of data (``planted``: extra structure, see :class:`Planted`).
+                  planted: Planted = Planted(), bias: float = DEFAULT_BIAS):
+    """Draw one hour of data (``planted``: extra structure, see :class:`Planted`; ``bias``: the
+    planted logit's intercept, lower = rarer clicks).
 
     Returns
     -------
@@ -230,7 +231,7 @@ def generate_hour(columns, hour: int, rows: int, seed: int, profiles=DEFAULT_PRO
     """
     planted.check(columns)
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(hour) & 0xFFFFFFFF, 0x6E7])
-    logit = np.full(rows, _BIAS)
+    logit = np.full(rows, float(bias))
     arrays: dict[str, pa.Array] = {}
     factors: dict[str, np.ndarray] = {}  # slot -> [rows, k]: the row's latent factor (sum over a list)
     history = planted.sequence[0] if planted.sequence else None
@@ -318,7 +319,7 @@ def _history(rows: int, hour: int, seed: int, target: int, prof: SlotProfile, ta
 
 def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, rows_per_hour: int,
                    seed: int, skip=(), *, files_per_hour: int = 2, row_groups_per_file: int = 4,
-                   planted: Planted = Planted()):
+                   planted: Planted = Planted(), bias: float = DEFAULT_BIAS):
     """Write ``hours`` hourly partitions starting at hour index ``start_hour``.
 
     Parameters
@@ -337,6 +338,8 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
     files_per_hour, row_groups_per_file : int
     planted : Planted
         Interactions and a sequence effect to plant (none by default).
+    bias : float
+        The planted logit's intercept (:data:`DEFAULT_BIAS`); part of what the draws depend on.
 
     Returns
     -------
@@ -365,7 +368,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
                     info = json.loads(f.read().decode())
             out.append({**rec, "status": "exists", **info})
             continue
-        table, info = generate_hour(columns, h, rows_per_hour, seed, planted=planted)
+        table, info = generate_hour(columns, h, rows_per_hour, seed, planted=planted, bias=bias)
         fs.create_dir(path, recursive=True)
         for fi in fs.get_file_info(pafs.FileSelector(path)):  # leftovers of a crashed run
             if fi.type == pafs.FileType.File:
@@ -377,7 +380,7 @@ def generate_hours(cfg_or_columns, data_root: str, start_hour: int, hours: int, 
             tmp, final = f"{path}/.part-{i:05d}.parquet.tmp", f"{path}/part-{i:05d}.parquet"
             pq.write_table(part, tmp, filesystem=fs, row_group_size=rg)
             fs.move(tmp, final)
-        info = {"hour": h, "hour_str": hour_str(h), "seed": int(seed), **info}
+        info = {"hour": h, "hour_str": hour_str(h), "seed": int(seed), "bias": float(bias), **info}
         with fs.open_output_stream(f"{path}/_bayes.json") as f:
             f.write(json.dumps(info, sort_keys=True).encode())
         with fs.open_output_stream(f"{path}/{SUCCESS}"):

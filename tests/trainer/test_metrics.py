@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trainer.metrics import ProgressiveMetrics, exact_auc
+from trainer.metrics import RELIABILITY_EDGES, ProgressiveMetrics, Reliability, exact_auc
 
 
 def _data(n, seed):
@@ -64,7 +64,14 @@ def test_merge_and_state_sum_equal_one_pass_never_mean_of_aucs():
     merged.merge(parts[1]).merge(parts[2])
     for r in (reduced.get(), merged.get()):
         for k, v in whole.get().items():
-            assert r[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+            if k == "reliability":
+                assert r[k]["shows"] == v["shows"]
+                nulls = [x is None for x in v["pred_ctr"]]
+                assert [x is None for x in r[k]["pred_ctr"]] == nulls and not all(nulls)
+                both = [(a, b) for a, b in zip(r[k]["pred_ctr"], v["pred_ctr"]) if b is not None]
+                assert [a for a, _ in both] == pytest.approx([b for _, b in both], rel=1e-12)
+            else:
+                assert r[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
     mean_of_aucs = np.mean([ProgressiveMetrics.from_state(pt.state()).get()["auc"] for pt in parts[1:]])
     assert abs(mean_of_aucs - whole.get()["auc"]) > 0.01
 
@@ -72,7 +79,7 @@ def test_merge_and_state_sum_equal_one_pass_never_mean_of_aucs():
 def test_state_is_flat_float64_and_validated():
     m = ProgressiveMetrics(8)
     s = m.state()
-    assert s.dtype == np.float64 and s.ndim == 1 and s.size == 2 * 8 + 6
+    assert s.dtype == np.float64 and s.ndim == 1 and s.size == 2 * 8 + 6 + 30
     with pytest.raises(ValueError, match="num_buckets"):
         ProgressiveMetrics.from_state(np.zeros(7))
     with pytest.raises(ValueError, match="merge"):
@@ -88,3 +95,39 @@ def test_edges_single_label_and_bad_preds():
         m.update([0], [1.5])
     with pytest.raises(ValueError, match="shape"):
         m.update([0, 1], [0.5])
+
+
+def test_reliability_bins_are_exact_and_sum_to_the_hour():
+    y, p = _data(5000, 4)
+    w = np.random.default_rng(5).integers(1, 4, p.size).astype(float)
+    m = ProgressiveMetrics(256)
+    m.update(y, p, w)
+    got = m.get()
+    rel = got["reliability"]
+    assert rel["edges"] == list(RELIABILITY_EDGES) and len(rel["shows"]) == 10
+    for i in range(10):
+        lo, hi = RELIABILITY_EDGES[i], RELIABILITY_EDGES[i + 1]
+        inside = (p >= lo) & ((p < hi) | (i == 9))
+        assert rel["shows"][i] == w[inside].sum()
+        if inside.any():
+            assert rel["pred_ctr"][i] == pytest.approx((w * p)[inside].sum() / w[inside].sum())
+            assert rel["actual_ctr"][i] == pytest.approx((w * y)[inside].sum() / w[inside].sum())
+            assert lo <= rel["pred_ctr"][i] <= hi
+        else:
+            assert rel["pred_ctr"][i] is None and rel["actual_ctr"][i] is None
+    assert sum(rel["shows"]) == got["shows"]
+    clicks = sum(a * n for a, n in zip(rel["actual_ctr"], rel["shows"]) if a is not None)
+    assert clicks == pytest.approx(got["clicks"])
+    assert got["copc"] == pytest.approx(got["clicks"] / (w * p).sum())
+
+
+def test_reliability_edges_of_bins_and_merge():
+    r = Reliability()
+    r.update([1, 0, 1, 0], [0.0, 0.001, 0.5, 1.0])  # an edge opens its bin; p = 1 is the last bin
+    got = r.get()
+    assert got["shows"] == [1.0, 1.0, 0, 0, 0, 0, 0, 1.0, 0, 1.0]
+    other = Reliability()
+    other.update([1], [0.0005])
+    assert r.merge(other).get()["actual_ctr"][0] == 1.0 and r.get()["shows"][0] == 2.0
+    with pytest.raises(ValueError, match="reliability state"):
+        Reliability(np.zeros(29))

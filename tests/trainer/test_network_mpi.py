@@ -127,7 +127,9 @@ def test_predict_equals_the_training_forward_pass(model_config, tmp_path):
     flat = chain.read_dense()["params"]
     files, dense_dim = partition.check_schema(part, [file], cfg.columns)
     built = load.build(cfg.network_source, load.input_spec(cfg, dense_dim), cfg.train.batch_size)
-    step = Step(built, cfg.train.batch_size)
+    prior = load.prior_logit_of(chain.get(chain.head).meta["network"])
+    assert prior != 0.0  # the chain's cold-start prior (network.initial_ctr = 0: hour 0's CTR)
+    step = Step(built, cfg.train.batch_size, prior_logit=prior)
     want = []
     for batch in BatchReader(partition.assign_work(files, 1)[0], cfg.columns, cfg.train.batch_size):
         features = dedup(batch)

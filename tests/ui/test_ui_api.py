@@ -139,7 +139,7 @@ def test_versions_page_values(client):
     assert v["hour_str"] == hs(30) and v["kind"] == "delta" and v["parent"] == "v000028"
     assert v["rows"] == {"admitted": 2900, "pending": 29, "tombstones": 4}
     assert v["bytes"] == e["bytes"] == 29 * 150
-    for key in ("auc", "logloss", "pred_ctr", "actual_ctr", "rows_per_s"):
+    for key in ("auc", "logloss", "pred_ctr", "actual_ctr", "copc", "ece", "rows_per_s"):
         assert v["metrics"][key] == pytest.approx(e[key])
     for key in ("rows", "table_rows", "ids_admitted", "ids_filtered", "rows_evicted"):
         assert v["metrics"][key] == e[key]
@@ -206,8 +206,9 @@ def test_model_page_shows_the_chain_and_charts(client):
     assert '<td class="c-table_rows">2,900</td>' in row
     assert '<td class="c-s-train">31.00</td>' in row and '<td class="c-s-commit">0.25</td>' in row
     assert 'href="/dags/streamtrain_demo/runs/scheduled__' in row and 'target="_top"' in row
-    for chart in ("quality", "table", "throughput", "size"):
+    for chart in ("quality", "calibration", "table", "throughput", "size"):
         assert f'src="/streamtrain/models/demo/charts/{chart}.svg?hours=48"' in page
+    assert f'<td class="c-copc">{expected(29)["copc"]:.3f}</td>' in row
     assert "page 1 / 6" in page and "older ›" in page
     assert f"{hs(5)}</span>" in page  # missing hours of the window are listed
 
@@ -311,3 +312,13 @@ def test_freshness_states():
                                          "state": "fresh"}
     assert data.freshness(0, now=10)["state"] == "late"
     assert data.freshness(0, now=100)["state"] == "stale"
+
+
+def test_calibration_chart_draws_predicted_and_actual_ctr(client):
+    svg = client.get(f"/streamtrain/models/demo/charts/calibration.svg?hours=10&end={hs(9)}").text
+    for gid in ("pred_ctr", "actual_ctr", "copc"):
+        assert f'<g id="{gid}">' in svg
+    e = expected(8)  # hour offset 9 = version 8 (hours 5 and 6 missing)
+    assert f"pred_ctr at {hs(9)} = {e['pred_ctr']:.4f}" in svg
+    assert f"copc at {hs(9)} = {e['copc']:.3f}" in svg
+    assert f'id="missing-{START + 5}"' in svg

@@ -151,10 +151,16 @@ def test_browser_logs_in_and_reads_the_chain_and_charts(server):
         time.sleep(0.5)
         page.screenshot(str(ARTIFACTS / "ui-models-in-airflow.png"), full_page=False)
 
-        # the model page: chain table with the right numbers, four charts rendered
+        # the model page: chain table with the right numbers, five charts rendered
         page.goto(f"{server}/streamtrain/models/demo?per_page=20&hours=72")
         page.wait_for("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        assert page.eval("document.images.length") == 4
+        assert page.eval("document.images.length") == 5
+        calibration = page.eval("(() => { const i = document.querySelector("
+                                "'#chart-calibration img'); return [i.naturalWidth, i.src]; })()")
+        assert calibration[0] > 0
+        svg = page.eval(f"fetch('{calibration[1]}').then(r => r.text())")
+        assert '<g id="pred_ctr">' in svg and '<g id="actual_ctr">' in svg
+        assert f"actual_ctr at {hour_str(START + N + 1)} = {head['actual_ctr']:.4f}" in svg
         assert page.eval("document.querySelectorAll('#chain tbody tr').length") == 20
         cells = page.eval("Object.fromEntries(Array.from(document.querySelectorAll("
                           "'#chain tr[data-version=v000059] td')).map(td => [td.className, td.innerText]))")

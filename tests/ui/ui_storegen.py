@@ -25,7 +25,8 @@ def expected(i: int) -> dict:
     return {"auc": 0.6 + i / 10_000, "logloss": 0.5 - i / 100_000, "rows": 1000 * i,
             "table_rows": 100 * i, "ids_admitted": 10 + i, "ids_filtered": i % 7,
             "rows_evicted": i % 5, "bytes": 150 * i, "rows_per_s": 500.0 + i,
-            "pred_ctr": 0.1 + i / 1e6, "actual_ctr": 0.1}
+            "pred_ctr": 0.1 + i / 1e6, "actual_ctr": 0.1, "copc": 0.1 / (0.1 + i / 1e6),
+            "ece": i / 1e6}
 
 
 def run_id(hour: int) -> str:
@@ -80,7 +81,10 @@ def _commit(model_dir: Path, name: str, seq: int, i: int, hour: int, parent, bas
                   {"name": "shard-00001.parquet", "rows": i, "bytes": 50 * i, "sha256": "b"}],
         "rows": {"admitted": 100 * i, "pending": i, "tombstones": i % 5},
         "metrics": {"auc": e["auc"], "logloss": e["logloss"], "pred_ctr": e["pred_ctr"],
-                    "actual_ctr": e["actual_ctr"], "rows": e["rows"],
+                    "actual_ctr": e["actual_ctr"], "copc": e["copc"], "rows": e["rows"],
+                    "reliability": {"edges": [0.0, 0.1, 1.0], "shows": [0.0, 1000.0 * i],
+                                    "pred_ctr": [None, e["pred_ctr"]],
+                                    "actual_ctr": [None, e["actual_ctr"]], "ece": e["ece"]},
                     "rows_per_s": e["rows_per_s"], "table_rows": e["table_rows"],
                     "ids_admitted": e["ids_admitted"], "ids_filtered": e["ids_filtered"],
                     "rows_evicted": e["rows_evicted"], "bytes_saved": e["bytes"],

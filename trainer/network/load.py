@@ -116,10 +116,19 @@ class Built:
     layout: ParamLayout
     source: NetworkSource
 
-    def record(self) -> dict:
-        """``meta.json``'s ``network``: the source, its options, parameter names and shapes."""
+    def record(self, prior_logit: float = 0.0) -> dict:
+        """``meta.json``'s ``network``: the source, its options, parameter names and shapes, and
+        the chain's prior logit (:func:`prior_logit_of`)."""
         return {**self.source.record(), "parameters": self.layout.record(),
-                "num_params": self.layout.num_params}
+                "num_params": self.layout.num_params, "prior_logit": float(prior_logit)}
+
+
+def prior_logit_of(record: dict | None) -> float:
+    """The constant the framework adds to every logit of a chain: ``logit(initial_ctr)``, fixed
+    when the chain's first version is trained (``network.initial_ctr``) and carried by every
+    version's ``network`` record, so a new model's first predictions start at that CTR whatever
+    the network (0 for versions made before it was recorded)."""
+    return float((record or {}).get("prior_logit", 0.0))
 
 
 def factory_of(source: NetworkSource):

@@ -156,9 +156,10 @@ class StepResult(NamedTuple):
     sparse_grads: np.ndarray  #: [u, 1 + dim] per unique feature, scaled by n
 
 
-def _loss_and_logits(network, layout, flat, pooled, wide, sequences, dense, masks, labels, weights):
+def _loss_and_logits(network, layout, prior_logit, flat, pooled, wide, sequences, dense, masks,
+                     labels, weights):
     params = {name: flat[lo:hi].reshape(shape) for name, lo, hi, shape in layout.slices()}
-    logits = network.apply(params, Inputs(pooled, wide, dense, sequences, masks))
+    logits = network.apply(params, Inputs(pooled, wide, dense, sequences, masks)) + prior_logit
     per_row = jnp.logaddexp(0.0, logits) - labels * logits  # log loss from logits, stable
     total = jnp.sum(weights)
     loss = jnp.sum(per_row * weights) / jnp.where(total > 0, total, 1.0)
@@ -175,15 +176,19 @@ class Step:
         ``B``: every batch is padded to it.
     dtype : numpy dtype
         float32 (float64 for gradient checks, under ``jax.enable_x64``).
+    prior_logit : float
+        Added to every logit (the chain's cold-start prior,
+        :func:`trainer.network.load.prior_logit_of`); a constant of the compiled step.
     """
 
-    def __init__(self, built: Built, batch_size: int, dtype=np.float32):
+    def __init__(self, built: Built, batch_size: int, dtype=np.float32, prior_logit: float = 0.0):
         self.built, self.spec, self.layout = built, built.spec, built.layout
         self.batch_size, self.dtype = int(batch_size), np.dtype(dtype)
+        self.prior_logit = float(prior_logit)
         network, layout = built.network, built.layout
 
         def loss(*args):
-            return _loss_and_logits(network, layout, *args)
+            return _loss_and_logits(network, layout, self.prior_logit, *args)
 
         grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
 

@@ -5,6 +5,10 @@ A line is appended only for a committed version, once (``publish`` is idempotent
     {"version": "v000007", "kind": "delta", "hour": 493597, "hour_str": "2026-04-23T13",
      "path": "/abs/model_dir/versions/v000007", "metrics": {...}, "published_at": "...Z"}
 
+``metrics`` are the hour's (``meta.json``), calibration included: ``copc`` (actual / predicted
+clicks) and ``reliability`` (predicted vs actual CTR in 10 fixed bins, and ``ece``); a value that
+is not a finite number (the AUC of an hour with one label) is ``null``, never a bare NaN.
+
 The newest line is the version to serve. When the newest listed version is rolled back (a forced
 retrain of its hour), its folder goes, so the version it was trained on (the head after the
 rollback) is listed again, with ``"after_rollback": "<rolled-back version>"``: serving that
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..metrics import json_safe
 from .errors import MissingVersionError, StoreError
 from .layout import StoreLayout, fsync_dir, store_lock, utc_now
 from .ledger import read_state
@@ -84,13 +89,14 @@ def _line(layout: StoreLayout, state, version: str) -> dict:
     rec = state.versions[version]
     meta = check_version(layout, rec).meta
     return {"version": version, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
-            "path": str(layout.version_dir(version).resolve()), "metrics": meta.get("metrics", {}),
+            "path": str(layout.version_dir(version).resolve()),
+            "metrics": json_safe(meta.get("metrics", {})),
             "published_at": utc_now()}
 
 
 def _append(layout: StoreLayout, good: int, line: dict) -> None:
     """Write ``line`` after the first ``good`` bytes (dropping a torn, never-acknowledged tail)."""
-    data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+    data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode()
     created = not layout.donefile.exists()
     with open(layout.donefile, "wb" if created else "r+b") as f:
         f.truncate(good)

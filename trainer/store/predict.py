@@ -85,13 +85,15 @@ def predict(cfg, version: str | None, input_path: str, output_path: str, *,
     batch_size = batch_size or cfg.train.batch_size
     built = network_load.build(cfg.network_source, network_load.input_spec(cfg, sum(widths)),
                                batch_size)
-    network_load.check_saved(chain.get(head).meta.get("network"), built.record(), f"version {head}")
+    saved_network = chain.get(head).meta.get("network")
+    network_load.check_saved(saved_network, built.record(), f"version {head}")
     if dense["params"].size != built.layout.num_params:
         raise StoreError(f"version {head}: dense has {dense['params'].size} parameters, the "
                          f"config's network on this input needs {built.layout.num_params}")
     if cfg.compile_cache_dir:
         network_step.use_compile_cache(cfg.compile_cache_dir)
-    step = network_step.Step(built, batch_size)
+    step = network_step.Step(built, batch_size,
+                             prior_logit=network_load.prior_logit_of(saved_network))
     units, first = [], 0
     for g in range(pf.metadata.num_row_groups):
         rows = pf.metadata.row_group(g).num_rows

@@ -1,6 +1,7 @@
 """Helpers behind ``streamtrain chain``: list the versions, verify every checksum and link."""
 from __future__ import annotations
 
+from ..metrics import json_safe
 from .layout import StoreLayout
 from .ledger import read_state
 from .load import check_version, load_chain
@@ -10,7 +11,9 @@ def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
     """One dict per visible version in training order, plus missing-hour records.
 
     Keys: version, kind, hour, hour_str, parent, rows (admitted/pending/tombstones), total_rows,
-    bytes, auc, in_chain (part of what a load of the head reads), committed_at. ``verify=True``
+    bytes, auc, calibration (the hour's progressive ``pred_ctr``, ``actual_ctr``, ``copc`` and
+    ``reliability``, see :class:`trainer.metrics.Reliability`; ``null`` where not a finite
+    number), in_chain (part of what a load of the head reads), committed_at. ``verify=True``
     re-checks every file's checksum first (``ChainError`` naming the version on failure).
     """
     layout = StoreLayout(model_dir)
@@ -21,12 +24,16 @@ def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
     out = []
     for v, rec in state.versions.items():
         meta = check_version(layout, rec).meta
-        rows = meta.get("rows", {})
+        rows, metrics = meta.get("rows", {}), meta.get("metrics", {})
         out.append({"version": v, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
                     "parent": rec.parent, "rows": rows, "total_rows": sum(rows.values()),
-                    "bytes": meta.get("bytes"), "auc": meta.get("metrics", {}).get("auc"),
+                    "bytes": meta.get("bytes"), "auc": metrics.get("auc"),
+                    "calibration": json_safe({k: metrics.get(k) for k in _CALIBRATION}),
                     "in_chain": v in in_chain, "committed_at": rec.committed_at})
     return out
+
+
+_CALIBRATION = ("pred_ctr", "actual_ctr", "copc", "reliability")
 
 
 def verify_store(model_dir) -> dict:
@@ -46,10 +53,19 @@ def verify_store(model_dir) -> dict:
 def format_versions(rows: list[dict]) -> str:
     """A fixed-width table for the terminal."""
     lines = [f"{'version':9} {'kind':5} {'hour':13} {'parent':9} {'rows':>12} {'bytes':>14} "
-             f"{'auc':>7}  chain"]
+             f"{'auc':>7} {'pred_ctr':>8} {'act_ctr':>8} {'copc':>6} {'ece':>7}  chain"]
     for r in rows:
-        auc = "-" if r["auc"] is None else f"{r['auc']:.4f}"
+        cal = r.get("calibration") or {}
+        ece = (cal.get("reliability") or {}).get("ece")
         lines.append(f"{r['version']:9} {r['kind']:5} {r['hour_str']:13} {r['parent'] or '-':9} "
-                     f"{r['total_rows']:>12,} {r['bytes'] or 0:>14,} {auc:>7}  "
+                     f"{r['total_rows']:>12,} {r['bytes'] or 0:>14,} {_num(r['auc'], 7, '.4f')} "
+                     f"{_num(cal.get('pred_ctr'), 8, '.5f')} {_num(cal.get('actual_ctr'), 8, '.5f')} "
+                     f"{_num(cal.get('copc'), 6, '.3f')} {_num(ece, 7, '.5f')}  "
                      f"{'*' if r['in_chain'] else ''}")
     return "\n".join(lines)
+
+
+def _num(value, width: int, fmt: str) -> str:
+    """``value`` formatted right-aligned, ``-`` when it is not a finite number."""
+    good = isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+    return f"{format(value, fmt) if good else '-':>{width}}"

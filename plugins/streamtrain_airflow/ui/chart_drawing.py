@@ -103,6 +103,28 @@ def _quality(fig, series):
     return "; ".join([_last(pts, "auc", ".4f"), _last(pts, "logloss", ".4f")])
 
 
+def _calibration(fig, series):
+    """Predicted and actual CTR of each hour on one axis (they should coincide), COPC (actual /
+    predicted clicks) on the other with its ideal value 1 marked."""
+    ax = fig.subplots()
+    pts = series["points"]
+    x, y = _vals(pts, "pred_ctr")
+    (pred,) = ax.plot(x, y, color="#1f77b4", gid="pred_ctr", **_marker(pts))
+    x, y = _vals(pts, "actual_ctr")
+    (actual,) = ax.plot(x, y, color="#2ca02c", gid="actual_ctr", **_marker(pts))
+    ax.set_ylabel("CTR")
+    ax.set_ylim(bottom=0)
+    ax2 = ax.twinx()
+    ax2.grid(False)
+    x, y = _vals(pts, "copc")
+    (copc,) = ax2.plot(x, y, color="#7f7f7f", lw=0.8, ls="--", gid="copc")
+    ax2.axhline(1.0, color="#7f7f7f", lw=0.5, ls=":")
+    ax2.set_ylabel("COPC (actual / predicted)")
+    _finish(fig, ax, series, [pred, actual, copc], ["predicted CTR", "actual CTR", "COPC"])
+    return "; ".join([_last(pts, "pred_ctr", ".4f"), _last(pts, "actual_ctr", ".4f"),
+                      _last(pts, "copc", ".3f")])
+
+
 def _table(fig, series):
     ax = fig.subplots()
     pts = series["points"]
@@ -155,7 +177,7 @@ def _size(fig, series):
     return _last(pts, "bytes", "d")
 
 
-_DRAW = {"quality": _quality, "table": _table, "throughput": _throughput, "size": _size}
+_DRAW = {"quality": _quality, "calibration": _calibration, "table": _table, "throughput": _throughput, "size": _size}
 
 
 def draw_svg(chart: str, series: dict, *, title: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 CHARTS = {
     "quality": "Progressive AUC and logloss per data hour",
+    "calibration": "Predicted vs actual CTR (and COPC) per data hour",
     "table": "Table rows, ids admitted and rows evicted per data hour",
     "throughput": "Examples per second per data hour",
     "size": "Bytes saved per version",

@@ -36,7 +36,7 @@ from streamtrain_airflow.dagconf import dag_id_for
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 
 #: metric keys of ``meta.json`` ``metrics`` (design.md), in table order.
-METRIC_KEYS = ("auc", "logloss", "pred_ctr", "actual_ctr", "rows", "rows_per_s", "table_rows",
+METRIC_KEYS = ("auc", "logloss", "pred_ctr", "actual_ctr", "copc", "ece", "rows", "rows_per_s", "table_rows",
                "ids_admitted", "ids_filtered", "rows_evicted", "bytes_saved", "bad_rows",
                "dense_nulls", "truncated_ids")
 #: phases of ``metrics.seconds``, in table order (unknown extra phases are shown after these).
@@ -269,6 +269,8 @@ def version_row(model_dir: str, v: Version, *, rolled_back: bool = False) -> dic
         error = "meta.json not found (pruned?)"
     meta = meta or {}
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    reliability = metrics.get("reliability") if isinstance(metrics.get("reliability"), dict) else {}
+    metrics = {**metrics, "ece": reliability.get("ece")}  # the reliability bins in one number
     files = meta.get("files") if isinstance(meta.get("files"), list) else []
     seconds = metrics.get("seconds") if isinstance(metrics.get("seconds"), dict) else {}
     rows = meta.get("rows") if isinstance(meta.get("rows"), dict) else {}
