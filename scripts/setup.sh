@@ -10,6 +10,7 @@ VENV=.venv
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # tests slow a syscall of a real save
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
