@@ -12,6 +12,8 @@ import sys
 import traceback
 
 from trainer.hours import hour_index
+from trainer.outcome import INTERRUPTED, exit_code_of
+from trainer.process import CommandFailed
 
 
 def _hour(text: str) -> int:
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain the hour if it is the head")
     p.add_argument("--run-info", type=json.loads, default=None,
                    help="JSON object recorded in the version's meta.json (who ran it)")
+    p.add_argument("--claim", default=None,
+                   help="token of the launcher's claim on the hour's staging (run-hour passes it)")
 
     p = command("save", "commit the staged version of an hour")
     p.add_argument("--hour", type=_hour, required=True)
@@ -100,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(_dispatch(args) or 0)
     except KeyboardInterrupt:
         print("streamtrain: error: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except CommandFailed as err:  # its output was streamed already: one line, its exit code
+        print(f"streamtrain: error: {err.reason}", file=sys.stderr)
+        return err.returncode if err.returncode > 0 else 128 - err.returncode  # killed: 128+sig
     except Exception as err:  # noqa: BLE001 - every failure: one line first, exit non-zero
         print(f"streamtrain: error: {err}", file=sys.stderr)
         if os.environ.get("STREAMTRAIN_TRACEBACK"):
             traceback.print_exc()
-        from trainer.partition import EXIT_BAD_INPUT, InputError
-        return EXIT_BAD_INPUT if isinstance(err, InputError) else 1
+        return exit_code_of(err)
 
 
 def _dispatch(args) -> int:
@@ -141,7 +147,7 @@ def _gen_data(cfg, args) -> int:
 
 def _train(cfg, args) -> int:
     from trainer.job import run_train
-    return run_train(cfg, args.hour, force=args.force, run_info=args.run_info)
+    return run_train(cfg, args.hour, force=args.force, run_info=args.run_info, claim=args.claim)
 
 
 def _save(cfg, args) -> int:

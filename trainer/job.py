@@ -19,11 +19,14 @@ The job never commits: ``streamtrain save`` does.
 """
 from __future__ import annotations
 
+<<<<<<< HEAD
 import dataclasses
 import importlib
 import json
 import math
 import threading
+=======
+>>>>>>> status
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +37,8 @@ from threadpoolctl import threadpool_limits
 import pstable
 import trainer
 from trainer import partition, store
-from trainer.comm import Backoff, Roles, fail_job
+from trainer.comm import Backoff, Roles, Watchdog, fail_job, under_launcher
+from trainer.outcome import exit_code_of, result_line
 from trainer.config import ModelConfig
 from trainer.hours import hour_of_day, hour_str
 from trainer.metrics import ProgressiveMetrics
@@ -62,6 +66,7 @@ class HourPlan:
     partition: dict = field(default_factory=dict)  # path + files with sizes and checksums
     work: list = field(default_factory=list)  # work[w] = list of WorkUnit for worker w
     dense_dim: int = 0
+<<<<<<< HEAD
     initial_ctr: float = 0.0  # a new chain's first prediction (network.initial_ctr, resolved)
     prior_logit: float = 0.0  # added to the network's logits for the life of the chain
 
@@ -76,36 +81,78 @@ class NetworkInfo:
     @property
     def layout(self) -> ParamLayout:
         return ParamLayout.from_record(self.record["parameters"])
+=======
+    claim: str | None = None  # the token of this job's claim on staging/<hour>
+    outcome: dict = field(default_factory=dict)  # the result line of a skipped / empty hour
+>>>>>>> status
 
 
 def run_train(cfg: ModelConfig, hour: int, force: bool = False,
-              run_info: dict | None = None) -> int:
-    """Train `hour` on this rank; `run_info` is recorded in the staged version's meta.json."""
+              run_info: dict | None = None, claim: str | None = None) -> int:
+    """Train `hour` on this rank; `run_info` is recorded in the staged version's meta.json.
+
+    `claim`: the token of the launcher's claim on the hour's staging (``run-hour``); without
+    it rank 0 claims the staging itself. A failed job removes its staging and its claim.
+    """
     comm = MPI.COMM_WORLD
+    watchdog = Watchdog(comm, cfg.mpi.timeout_seconds, watch_launcher=under_launcher())
+    job = _JobState(claim)
     try:
         with threadpool_limits(limits=cfg.mpi.blas_threads, user_api="blas"):
-            return _run(comm, cfg, hour, force, run_info or {})
+            return _run(comm, cfg, hour, force, run_info or {}, job, watchdog)
     except BaseException as err:  # noqa: BLE001 - any failure must take every rank down
+        job.give_up(cfg, hour)
         if comm.size == 1:
             raise
-        bad_input = isinstance(err, partition.InputError)
-        fail_job(comm, err, partition.EXIT_BAD_INPUT if bad_input else 1)
+        fail_job(comm, err, exit_code_of(err))
         return 1
+    finally:
+        watchdog.stop()
 
 
-def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dict) -> int:
+@dataclass
+class _JobState:
+    """The claim this job holds on its hour's staging (known on every rank once planned)."""
+
+    claim: str | None = None
+
+    def give_up(self, cfg: ModelConfig, hour: int, clean_staging: bool = True) -> None:
+        if self.claim is not None:
+            try:
+                store.release_claim(cfg.model_dir, hour, self.claim, clean_staging=clean_staging)
+            except OSError:
+                pass  # the failure being reported matters more than its leftovers
+            self.claim = None
+
+
+def report(outcome: dict) -> None:
+    """Print the job's one structured line (``trainer.outcome`` describes it)."""
+    print(result_line(outcome), flush=True)
+
+
+def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dict,
+         job: _JobState, watchdog: Watchdog) -> int:
     roles = Roles.decide(comm, cfg.mpi.servers)
     backoff = Backoff(cfg.mpi.wait_spins, cfg.mpi.wait_backoff_min_us,
                       cfg.mpi.wait_backoff_max_us, cfg.mpi.timeout_seconds)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
+<<<<<<< HEAD
     jax_import = None if roles.is_server else _import_in_background("trainer.network.step")
     plan = _plan_hour(cfg, hour, roles, force) if roles.rank == 0 else None
     plan = comm.bcast(plan, root=0)
+=======
+    plan = _plan_hour(cfg, hour, roles, force, job) if roles.rank == 0 else None
+    with watchdog.waiting("the hour's plan from rank 0"):
+        plan = comm.bcast(plan, root=0)
+    job.claim = plan.claim
+>>>>>>> status
     if plan.skip:
         if roles.rank == 0:
             log(f"{hour_str(hour)}: {plan.skip}")
+            job.give_up(cfg, hour, clean_staging=False)
+            report(plan.outcome)
         return 0
     if roles.rank == 0:
         log(f"{hour_str(hour)}: training as {plan.kind} on parent {plan.parent or '(none)'}; "
@@ -115,6 +162,7 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     table = dense = chain = step = None
     network_seconds = 0.0
     if roles.is_server:
+<<<<<<< HEAD
         table, chain = _load_table(cfg, plan, roles)  # meanwhile the workers compile
         network = comm.bcast(None, root=roles.servers)
         dense = _load_dense(cfg, plan, roles, network, chain)
@@ -123,6 +171,10 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
         step, network = _prepare_network(comm, cfg, plan, roles, jax_import)
         network_seconds = time.perf_counter() - started_network
     comm.Barrier()  # load done everywhere (a failed load aborted the job)
+=======
+        table, dense = _load_server_state(cfg, plan, roles, layout, bounds)
+    backoff.barrier(comm, "the end of the load on every rank")  # a failed load aborted the job
+>>>>>>> status
     seconds["load"] = time.perf_counter() - started
     seconds["network"] = comm.reduce(network_seconds, op=MPI.MAX, root=0)
 
@@ -140,13 +192,16 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
         stats = worker.stats
     seconds["train"] = time.perf_counter() - started
 
-    totals = _reduce_totals(comm, roles, metrics, stats, table)
+    with watchdog.waiting("the metrics reduction"):
+        totals = _reduce_totals(comm, roles, metrics, stats, table)
     started = time.perf_counter()
     evicted = 0
     if roles.is_server and plan.day_boundary:
         evicted = len(table.end_day(hour)["key"])
-    evicted = comm.allreduce(evicted, op=MPI.SUM)
+    with watchdog.waiting("the eviction count"):
+        evicted = comm.allreduce(evicted, op=MPI.SUM)
     stage, infos = _stage_shards(cfg, plan, roles, table) if roles.is_server else (None, [])
+<<<<<<< HEAD
     all_infos = comm.gather(infos, root=0)
     dense_state = _gather_dense(comm, roles, dense)
     if roles.rank == 0:
@@ -160,6 +215,40 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
 
 def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
     part = partition.locate(cfg.data_root, hour, cfg.s3)
+=======
+    with watchdog.waiting("the staged shards and dense state"):
+        all_infos = comm.gather(infos, root=0)
+        dense_state = _gather_dense(comm, roles, dense, layout)
+    if roles.rank == 0:
+        seconds["stage"] = time.perf_counter() - started
+        result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg,
+                               run_info)
+        report(result)
+    # no rank exits before rank 0 has written meta.json (a failure aborted all)
+    backoff.barrier(comm, "rank 0 to write meta.json")
+    return 0
+
+
+def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool, job: _JobState) -> HourPlan:
+    """Rank 0: claim the hour's staging, then decide (the order rule, empty, skip, kind)."""
+    job.claim = store.take_claim(cfg.model_dir, hour, token=job.claim).token
+    plan = _decide(cfg, hour, roles, force)
+    plan.claim = job.claim
+    return plan
+
+
+def _decide(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
+    hs = hour_str(hour)
+    status = store.hour_status(cfg.model_dir, hour)
+    if status.state == "empty":
+        return _skipped(hour, f"hour {hs} is recorded empty ({status.reason}), nothing to do",
+                        status="empty", reason=status.reason)
+    if not (status.state in ("committed", "pruned") and not force):
+        problem = store.order_problem(cfg.model_dir, hour)
+        if problem:
+            raise store.OrderError(problem)
+    part = partition.locate(cfg.data_root, hour)
+>>>>>>> status
     if not partition.is_complete(part):
         raise partition.InputError(f"partition {part.location} is not complete (no _SUCCESS)")
     files = partition.list_files(part)
@@ -167,10 +256,13 @@ def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPl
     decision = store.plan_hour(cfg.model_dir, hour, full_save_hour=cfg.save.full_save_hour,
                                partition=record, force=force)
     if decision.skip:
-        return HourPlan(hour=hour, skip=decision.message)
+        return _skipped(hour, decision.message, status="skipped",
+                        reason="pruned" if status.state == "pruned" else "committed",
+                        version=decision.committed_as)
     if decision.partition_changed:
-        log(f"warning: {hour_str(hour)}: partition changed since it was trained: "
+        log(f"warning: {hs}: partition changed since it was trained: "
             f"{', '.join(decision.partition_diff)}")
+<<<<<<< HEAD
     files, dense_dim = partition.check_schema(part, files, cfg.columns)
     initial_ctr = 0.0
     if decision.parent is None:
@@ -181,9 +273,18 @@ def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPl
     else:
         prior_logit = network_load.prior_logit_of(
             store.read_version_meta(cfg.model_dir, decision.parent).get("network"))
+=======
+    files, dense_dim = (partition.check_schema(part, files, cfg.columns) if files else ([], 0))
+    if sum(f.rows for f in files) == 0:
+        reason = (f"{len(files)} data file(s), 0 rows" if files else "no data files")
+        store.mark_empty(cfg.model_dir, hour, f"partition {part.location} has _SUCCESS and {reason}")
+        return _skipped(hour, f"hour {hs} recorded empty: {reason}; the chain goes on without it",
+                        status="empty", reason=reason)
+    store.check_room(cfg.model_dir, decision.kind)
+>>>>>>> status
     if decision.rollback:
         store.rollback_head(cfg.model_dir, decision.rollback, reason="train --force")
-        log(f"rolled back {decision.rollback} to retrain {hour_str(hour)}")
+        log(f"rolled back {decision.rollback} to retrain {hs}")
     return HourPlan(
         hour=hour, kind=decision.kind, parent=decision.parent,
         day_boundary=decision.kind == "full" and decision.parent is not None
@@ -230,6 +331,11 @@ def _with_hour_batch(cfg: ModelConfig, units) -> ModelConfig:
     if size == cfg.train.batch_size:
         return cfg
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=size))
+
+
+def _skipped(hour: int, message: str, **outcome) -> HourPlan:
+    return HourPlan(hour=hour, skip=message,
+                    outcome={"hour": hour_str(hour), "message": message, **outcome})
 
 
 def _my_shards(cfg: ModelConfig, roles: Roles) -> list[int]:
@@ -336,7 +442,7 @@ def _stage_shards(cfg, plan: HourPlan, roles: Roles, table) -> list:
                              num_shards=cfg.table_num_shards, dim=cfg.table.dim,
                              opt_width=pstable.opt_state_width(cfg.table.optimizer.rule,
                                                                cfg.table.dim),
-                             optimizer_rule=cfg.table.optimizer.rule)
+                             optimizer_rule=cfg.table.optimizer.rule, claim=plan.claim)
     columns = table.export(changed_only=plan.kind == "delta")
     owner = shard_of(columns["key"], columns["slot"], cfg.table_num_shards)
     # one sort by shard, then each shard is gathered while the previous ones are encoded,
@@ -373,7 +479,13 @@ def _finish_stage(stage, plan: HourPlan, all_infos, dense_state, totals, evicted
     stage.finish(infos, partition=plan.partition, metrics=totals,
                  config_hash=cfg.config_hash(), code_version=trainer.__version__,
                  extra={**run_info,
+<<<<<<< HEAD
                         "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)},
                         **({"initial_ctr": plan.initial_ctr} if plan.parent is None else {})})
     return {"hour": hour_str(plan.hour), "kind": plan.kind, "parent": plan.parent, **totals}
+=======
+                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)}})
+    return {"status": "staged", "hour": hour_str(plan.hour), "kind": plan.kind,
+            "parent": plan.parent, **totals}
+>>>>>>> status
 

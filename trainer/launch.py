@@ -21,7 +21,7 @@ from pathlib import Path
 
 from trainer.config import ConfigError, ModelConfig, MpiConfig
 from trainer.hours import hour_str
-from trainer.process import run_streaming
+from trainer.process import CommandFailed, run_streaming
 
 #: The launcher wrapper that names a lost host (runs ``$STREAMTRAIN_LAUNCHER_EXEC``, default ssh).
 HOSTEXEC = Path(__file__).with_name("hostexec.sh")
@@ -45,7 +45,7 @@ def mpiexec_path(cfg: ModelConfig) -> str:
 
 
 def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False,
-                    run_info: dict | None = None) -> list[str]:
+                    run_info: dict | None = None, claim: str | None = None) -> list[str]:
     """``mpiexec -n servers+workers python -m trainer train --config C --hour H``.
 
     >>> from trainer.config import load_config
@@ -64,6 +64,8 @@ def mpiexec_command(cfg: ModelConfig, hour: int, force: bool = False,
         command.append("--force")
     if run_info:  # recorded in the version's meta.json (e.g. which Airflow run made it)
         command += ["--run-info", json.dumps(run_info, sort_keys=True)]
+    if claim:  # the launcher's claim on the hour's staging, adopted by the job
+        command += ["--claim", claim]
     return command
 
 
@@ -100,12 +102,32 @@ def placement_args(mpi: MpiConfig) -> list[str]:
 
 
 def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
-    """Train (under mpiexec), save and publish one hour: ``streamtrain run-hour``."""
-    from trainer import actions
+    """Train (under mpiexec), save and publish one hour: ``streamtrain run-hour``.
 
-    command = mpiexec_command(cfg, hour, force)
-    print(f"running: {shlex.join(command)}", flush=True)
-    run_streaming(command, on_line=lambda line: print(line, flush=True))
-    print(actions.save(cfg, hour))  # already committed (the job skipped): a no-op that says so
-    print(actions.publish(cfg, hour))
-    return 0
+    The hour's staging is claimed here and held through ``save``, so no other run of the hour can
+    touch it in between. A failed job raises :class:`~trainer.process.CommandFailed` with the
+    job's exit code (the command line exits with it) after its staging was removed.
+    """
+    from trainer import actions, store
+    from trainer.outcome import parse_result
+
+    claim = store.take_claim(cfg.model_dir, hour)
+    try:
+        command = mpiexec_command(cfg, hour, force, claim=claim.token)
+        print(f"running: {shlex.join(command)}", flush=True)
+        try:
+            lines = run_streaming(command, on_line=lambda line: print(line, flush=True))
+        except CommandFailed:
+            store.release_claim(cfg.model_dir, hour, claim.token, clean_staging=True)
+            raise
+        outcome = parse_result(lines)
+        if outcome is None:
+            raise CommandFailed(command, 1, ["[streamtrain] error: the job exited 0 without a "
+                                             "result line"] + lines[-5:])
+        if outcome["status"] == "empty":
+            return 0  # recorded empty by the job: no version to save or publish
+        print(actions.save(cfg, hour))  # already committed (skipped): a no-op that says so
+        print(actions.publish(cfg, hour))
+        return 0
+    finally:
+        store.release_claim(cfg.model_dir, hour, claim.token)  # a no-op once saved

@@ -1,19 +1,26 @@
 """Run a command in its own process group, stream its lines, kill the whole group.
 
-Used for the ``mpiexec`` job (launcher, hydra proxies and every rank live in one process group, so
-one ``killpg`` reaches them all) by ``streamtrain run-hour`` and the Airflow train operator, for the
+Used for the ``mpiexec`` job by ``streamtrain run-hour`` and the Airflow train operator, for the
 ``streamtrain`` command line by the save/publish operators, and for the Airflow processes the demo
 starts.
+
+What reaches what: ``killpg`` reaches ``mpiexec`` and its hydra proxies, but hydra starts each
+rank in a session of its own, out of the group's reach. So every link is tied to the one above
+it: the command dies with its caller (:func:`die_with_parent`, set here at start), a rank with
+its proxy and ``mpiexec`` (the rank's ``PR_SET_PDEATHSIG`` and its watchdog, ``trainer.comm``),
+and a rank's collective waits have deadlines: no rank outlives a lost proxy, ``mpiexec`` or caller.
 """
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import signal
 import subprocess
 import time
 from typing import Callable, Sequence
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 #: Lines of output kept for the error message of a failed command.
 TAIL_LINES = 30
 #: How a failure's one-line reason starts: the command line's, and a failing MPI rank's.
@@ -25,13 +32,29 @@ class CommandFailed(RuntimeError):
 
     def __init__(self, argv: Sequence[str], returncode: int, lines: Sequence[str]):
         self.argv, self.returncode, self.lines = list(argv), returncode, list(lines)
-        first = next((ln for ln in self.lines if ln.startswith(ERROR_PREFIXES)), "")
+        first = self.first_error
         reason = f": {first}" if first else ""
         tail = "\n".join(self.lines[-TAIL_LINES:])
         super().__init__(
             f"{os.path.basename(self.argv[0])} exited with code {returncode}{reason}\n"
             f"command: {' '.join(self.argv)}\nlast {min(len(self.lines), TAIL_LINES)} lines:\n{tail}"
         )
+
+
+    @property
+    def first_error(self) -> str:
+        """The command's first one-line reason (a line starting with an error prefix), or ""."""
+        return next((ln for ln in self.lines if ln.startswith(ERROR_PREFIXES)), "")
+
+    @property
+    def reason(self) -> str:
+        """One line: the exit code and the command's own first reason, without its prefix."""
+        first = self.first_error
+        for prefix in ERROR_PREFIXES:
+            if first.startswith(prefix):
+                first = first[len(prefix):].strip()
+        return (f"{os.path.basename(self.argv[0])} exited with code {self.returncode}"
+                + (f": {first}" if first else ""))
 
 
 def kill_group(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
@@ -66,12 +89,53 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """Fields 3.. of ``/proc/<pid>/stat`` (after the command name), [] if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 2:].split()  # the name in () may hold spaces
+
+
+def process_start(pid: int) -> str:
+    """When `pid` started (clock ticks since boot), "" if there is no such process: a pid and its
+    start time name one process, even after the pid is reused."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else ""
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of `pid` (0 if there is no such process)."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (``PR_SET_PDEATHSIG``).
+
+    A command started in its own session is out of reach of its caller's process group, so this
+    is what ties it to the caller: a killed ``run-hour`` or Airflow task takes its ``mpiexec``
+    along, and a killed hydra proxy its ranks.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the ranks' watchdog still ends an orphan
+
+
+def _die_with_caller() -> None:
+    die_with_parent(signal.SIGTERM)  # SIGTERM: mpiexec then takes its proxies and ranks down
+
+
 def start_group(argv: Sequence[str], *, env: dict | None = None, cwd: str | None = None,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) -> subprocess.Popen:
-    """Start ``argv`` as the leader of a new session/process group (``start_new_session=True``)."""
+    """Start ``argv`` as the leader of a new session/process group (``start_new_session=True``)
+    that is sent SIGTERM if the calling thread dies (:func:`die_with_parent`)."""
     return subprocess.Popen(
         list(argv), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-        start_new_session=True, text=True if stdout == subprocess.PIPE else None, bufsize=1
+        start_new_session=True, preexec_fn=_die_with_caller, text=True if stdout == subprocess.PIPE else None, bufsize=1
         if stdout == subprocess.PIPE else -1,
     )
 

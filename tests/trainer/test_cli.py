@@ -49,13 +49,16 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
     generate_hours(cfg, cfg.data_root, late, 1, 3000, seed=4)
     kinds = []
     for h in (H0, H0 + 1, late):
+        if h == late:  # hours train in order: the 72 hours between are recorded missing first
+            missing = streamtrain("mark-missing", "--config", str(path), "--hour", hour_str(h - 72))
+            assert missing.returncode == 0 and "recorded as missing" in missing.stdout
+            for gap in range(h - 71, h):
+                store.mark_missing(cfg.model_dir, gap, "test: a three-day gap")
         proc = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(h))
         assert proc.returncode == 0, proc.stderr
         result = json.loads(next(l for l in proc.stdout.splitlines() if "] result " in l)
                             .split("] result ", 1)[1])
         kinds.append((result["kind"], result["rows_evicted"]))
-    missing = streamtrain("mark-missing", "--config", str(path), "--hour", hour_str(H0 + 2))
-    assert missing.returncode == 0 and "recorded as missing" in missing.stdout
     assert kinds[0] == ("full", 0) and kinds[1] == ("delta", 0)
     assert kinds[2][0] == "full" and kinds[2][1] > 0
 
@@ -65,7 +68,7 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
     assert listing.returncode == 0
     assert [r["kind"] for r in json.loads(listing.stdout.split("\nchain verified")[0])] == \
         ["full", "delta", "full"]
-    assert len(store.read_state(store.StoreLayout(cfg.model_dir)).missing) == 1
+    assert len(store.read_state(store.StoreLayout(cfg.model_dir)).missing) == 72
 
     sample = f"{cfg.data_root}/{partition_relpath(late)}/part-00000.parquet"
     out = tmp_path / "pred.parquet"

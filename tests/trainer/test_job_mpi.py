@@ -165,3 +165,53 @@ def test_more_workers_than_row_groups(model_config):
     assert proc.returncode == 0, proc.stderr
     got = result_of(proc)
     assert got["rows"] == rows and got["rows_read"] == rows
+
+
+def _children(pid: int) -> list[int]:
+    from trainer.process import parent_pid
+    import os
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and parent_pid(int(p)) == pid]
+
+
+def _alive(pids) -> list[int]:
+    from trainer.process import process_start
+    return [p for p, started in pids if process_start(p) == started]
+
+
+@pytest.mark.parametrize("victim", ["hydra_pmi_proxy", "mpiexec"])
+def test_no_rank_outlives_a_lost_launcher(model_config, victim):
+    """SIGKILL the proxy (or mpiexec) mid-hour: every rank is gone within the configured
+    timeout, run-hour fails, and the chain and the staging are as before."""
+    import os
+    import signal
+    import subprocess
+    from support import PYTHON, REPO
+    from trainer.gendata import generate_hours
+    from trainer.process import process_start
+
+    path = model_config(servers=1, workers=2)
+    cfg = load_config(path)
+    generate_hours(cfg, cfg.data_root, H0, 1, 400000, seed=5)
+    run = subprocess.Popen([PYTHON, "-m", "trainer", "run-hour", "--config", str(path),
+                            "--hour", hstr(H0)], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    for line in run.stdout:
+        if "training as" in line:
+            break
+    (mpiexec,) = _children(run.pid)
+    (proxy,) = _children(mpiexec)
+    ranks = [(p, process_start(p)) for p in _children(proxy)]
+    assert len(ranks) == 3
+    os.kill(proxy if victim == "hydra_pmi_proxy" else mpiexec, signal.SIGKILL)
+    deadline = time.monotonic() + cfg.mpi.timeout_seconds
+    while _alive(ranks) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _alive(ranks)
+    for pid in left:  # never leave a spinning orphan behind a failed test
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"ranks left after {cfg.mpi.timeout_seconds}s"
+    run.stdout.read()
+    assert run.wait(timeout=cfg.mpi.timeout_seconds) != 0
+    assert "streamtrain: error: mpiexec exited" in run.stderr.read()
+    layout = store.StoreLayout(cfg.model_dir)
+    assert not layout.ledger.exists() and list(layout.staging.iterdir()) == []

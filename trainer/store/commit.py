@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .claim import StagingClaimedError, release_claim_locked, staged_claim_problem
 from .donefile import _fall_back_locked, _publish_locked
 from .errors import (ShardCountError, StagedVersionError, StoreError)
 from .layout import (META, StoreLayout, fsync_dir, hour_str, is_version_name, sha256_hex,
@@ -153,6 +154,9 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
         src = resume or staged
         where = f"staged {hs} ({src})"
         meta, raw = _check_candidate(layout, state, src, hour, kind, where)
+        problem = staged_claim_problem(layout, hour, meta)
+        if problem:
+            raise StagingClaimedError(f"{where}: not committed: {problem}")
         hook("verified")
         dest = layout.version_dir(want)
         if resume is None:
@@ -170,6 +174,7 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
             "commit_seconds": round(time.perf_counter() - t0, 6), "committed_at": utc_now(),
         }, hook=hook if hook is not _noop else None)
         hook("committed")
+        release_claim_locked(layout, hour, meta.get("claim"))
         pub = _publish_locked(layout, want, hook=hook) if publish else False
         status = "completed" if resume is not None else "committed"
         return SaveResult(status, want, meta["kind"], hour, dest, pub,
@@ -178,14 +183,23 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
 
 def mark_missing(model_dir, hour: int, reason: str) -> dict:
     """Record that ``hour`` never landed (or was skipped) and the chain goes on without it."""
+    return _record_hour(model_dir, hour, "missing", reason)
+
+
+def mark_empty(model_dir, hour: int, reason: str) -> dict:
+    """Record that ``hour`` landed with no rows: no version is made, the chain goes on."""
+    return _record_hour(model_dir, hour, "empty", reason)
+
+
+def _record_hour(model_dir, hour: int, event: str, reason: str) -> dict:
     layout = StoreLayout(model_dir)
     layout.ensure()
     with store_lock(layout):
         state = read_state(layout)
         if hour in state.by_hour:
             raise StoreError(f"hour {hour_str(hour)} is committed as {state.by_hour[hour]}; "
-                             f"it cannot be recorded as missing")
-        return Ledger(layout.ledger).append({"event": "missing", "hour": int(hour),
+                             f"it cannot be recorded as {event}")
+        return Ledger(layout.ledger).append({"event": event, "hour": int(hour),
                                              "hour_str": hour_str(hour), "reason": str(reason),
                                              "recorded_at": utc_now()})
 

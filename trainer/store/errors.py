@@ -47,6 +47,14 @@ class StagedVersionError(StoreError):
     """The staged version is incomplete, corrupt or does not fit on the current head."""
 
 
+class RefusedError(StoreError):
+    """The hour may not run now and nothing was changed (exit code 4): retry once settled."""
+
+
+class OrderError(RefusedError):
+    """An earlier hour since the head is neither committed nor recorded (the order rule)."""
+
+
 class RollbackError(StoreError):
     """A rollback / forced retrain was asked for a version that is not the head."""
 

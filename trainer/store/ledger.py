@@ -6,7 +6,8 @@ not in the ledger does not exist for any reader (the next ``save`` completes or 
 Events (every line has ``seq`` 1, 2, 3... and ``event``)::
 
     commit    version, kind, hour, hour_str, parent, base, meta_sha256, committed_at
-    missing   hour, hour_str, reason, recorded_at
+    missing   hour, hour_str, reason, recorded_at          (the partition never landed)
+    empty     hour, hour_str, reason, recorded_at          (complete, but no rows to train)
     rollback  version, hour, hour_str, parent (the new head), reason, recorded_at
     prune     versions (removed), keep_bases, recorded_at
 
@@ -132,6 +133,7 @@ class ChainState:
     pruned: dict = field(default_factory=dict)  # version -> seq of the prune event
     pruned_hours: dict = field(default_factory=dict)  # hour -> record of its pruned version
     missing: list = field(default_factory=list)
+    empty: list = field(default_factory=list)  # hours complete with no rows (``empty`` events)
     by_hour: dict = field(default_factory=dict)  # hour -> visible version
 
     @classmethod
@@ -150,6 +152,8 @@ class ChainState:
                 st._apply_commit(ev, known, source)
             elif kind_ev == "missing":
                 st.missing.append(ev)
+            elif kind_ev == "empty":
+                st.empty.append(ev)
             elif kind_ev == "rollback":
                 v = ev.get("version")
                 if v != st.head:

@@ -22,6 +22,7 @@ by file; ``finish`` deletes any file its list does not name and writes ``meta.js
 from __future__ import annotations
 
 import io
+import shutil
 import json
 import os
 import threading
@@ -35,6 +36,7 @@ from . import columns as C
 from .errors import StagedVersionError, StoreError
 from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, fsync_dir,
                      hour_str, shard_file_name, utc_now, write_file_durable)
+from .claim import check_claim
 from .ledger import KINDS, read_state
 
 
@@ -89,8 +91,9 @@ class Stage:
 
     def __init__(self, layout: StoreLayout, hour: int, kind: str, parent: str | None, *,
                  num_shards: int, dim: int, opt_width: int, optimizer_rule: str,
-                 compression: str, compression_level: int | None):
+                 compression: str, compression_level: int | None, claim: str | None = None):
         self.layout = layout
+        self.claim = claim
         self.hour = int(hour)
         self.kind = kind
         self.parent = parent
@@ -106,10 +109,13 @@ class Stage:
     def open(cls, model_dir, hour: int, kind: str, parent: str | None, *, num_shards: int,
              dim: int, opt_width: int, optimizer_rule: str = "",
              compression: str = C.DEFAULT_COMPRESSION,
-             compression_level: int | None = C.DEFAULT_COMPRESSION_LEVEL) -> "Stage":
+             compression_level: int | None = C.DEFAULT_COMPRESSION_LEVEL,
+             claim: str | None = None) -> "Stage":
         """Open (create) the staging folder of ``hour`` and mark it incomplete.
 
-        Safe to call on every server rank at once, and again on a retry.
+        Safe to call on every server rank at once, and again on a retry. ``claim``: the token of
+        this run's claim on the staging (``claim.take_claim``); it is checked before anything is
+        touched (a run whose claim was taken over writes nothing) and recorded in meta.json.
         """
         if kind not in KINDS:
             raise StoreError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -120,7 +126,9 @@ class Stage:
         layout = StoreLayout(model_dir)
         st = cls(layout, hour, kind, parent, num_shards=num_shards, dim=dim, opt_width=opt_width,
                  optimizer_rule=optimizer_rule, compression=compression,
-                 compression_level=compression_level)
+                 compression_level=compression_level, claim=claim)
+        if claim is not None:
+            check_claim(model_dir, hour, claim)
         st.dir.mkdir(parents=True, exist_ok=True)
         try:
             os.unlink(st.dir / META)
@@ -280,6 +288,8 @@ class Stage:
             "metrics": metrics,
             "staged_at": utc_now(),
         }
+        if self.claim is not None:
+            meta["claim"] = self.claim
         for k, v in (extra or {}).items():
             if k in meta:
                 raise StoreError(f"extra key {k!r} would overwrite a meta.json field")
@@ -288,3 +298,35 @@ class Stage:
         write_file_durable(self.dir / META, json.dumps(meta, indent=1, sort_keys=False).encode())
         fsync_dir(self.dir.parent)
         return self.dir
+
+
+#: Free space kept on top of the estimate of a staged version's size.
+ROOM_MARGIN_BYTES = 64 << 20
+
+
+def check_room(model_dir, kind: str) -> int:
+    """Preflight before an hour trains: ``model_dir`` must be writable and its disk must have room
+    for the version to stage, estimated as 1.5 x the newest committed version of the same kind
+    (plus :data:`ROOM_MARGIN_BYTES`). Raises ``StoreError`` naming the path; returns the free bytes.
+
+    Checked at job start, so a read-only or full store fails in seconds, not after the hour trained.
+    """
+    layout = StoreLayout(model_dir)
+    try:
+        layout.ensure()
+        probe = layout.staging / f".preflight-{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"x")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+        free = shutil.disk_usage(layout.staging).free
+    except OSError as e:
+        raise StoreError(f"model_dir {layout.root} is not writable: {e}") from e
+    sizes = [int(ev.get("bytes") or 0) for ev in read_state(layout).events
+             if ev.get("event") == "commit" and ev.get("kind") == kind]
+    needed = int(1.5 * (sizes[-1] if sizes else 0)) + ROOM_MARGIN_BYTES
+    if free < needed:
+        raise StoreError(f"model_dir {layout.root}: {free:,} bytes free on its disk, a {kind} "
+                         f"version needs about {needed:,} (1.5 x the last {kind} + margin)")
+    return free
