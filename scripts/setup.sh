@@ -10,13 +10,10 @@ VENV=.venv
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-<<<<<<< HEAD
 # the multi-host harness (scripts/netns_hosts.py, tests/cluster): ip netns and unshare --uts
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
-=======
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # tests slow a syscall of a real save
->>>>>>> status
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then

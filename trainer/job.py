@@ -19,14 +19,10 @@ The job never commits: ``streamtrain save`` does.
 """
 from __future__ import annotations
 
-<<<<<<< HEAD
 import dataclasses
 import importlib
-import json
 import math
 import threading
-=======
->>>>>>> status
 import time
 from dataclasses import dataclass, field
 
@@ -66,9 +62,10 @@ class HourPlan:
     partition: dict = field(default_factory=dict)  # path + files with sizes and checksums
     work: list = field(default_factory=list)  # work[w] = list of WorkUnit for worker w
     dense_dim: int = 0
-<<<<<<< HEAD
     initial_ctr: float = 0.0  # a new chain's first prediction (network.initial_ctr, resolved)
     prior_logit: float = 0.0  # added to the network's logits for the life of the chain
+    claim: str | None = None  # the token of this job's claim on staging/<hour>
+    outcome: dict = field(default_factory=dict)  # the result line of a skipped / empty hour
 
 
 @dataclass
@@ -81,10 +78,6 @@ class NetworkInfo:
     @property
     def layout(self) -> ParamLayout:
         return ParamLayout.from_record(self.record["parameters"])
-=======
-    claim: str | None = None  # the token of this job's claim on staging/<hour>
-    outcome: dict = field(default_factory=dict)  # the result line of a skipped / empty hour
->>>>>>> status
 
 
 def run_train(cfg: ModelConfig, hour: int, force: bool = False,
@@ -138,16 +131,11 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
-<<<<<<< HEAD
     jax_import = None if roles.is_server else _import_in_background("trainer.network.step")
-    plan = _plan_hour(cfg, hour, roles, force) if roles.rank == 0 else None
-    plan = comm.bcast(plan, root=0)
-=======
     plan = _plan_hour(cfg, hour, roles, force, job) if roles.rank == 0 else None
     with watchdog.waiting("the hour's plan from rank 0"):
         plan = comm.bcast(plan, root=0)
     job.claim = plan.claim
->>>>>>> status
     if plan.skip:
         if roles.rank == 0:
             log(f"{hour_str(hour)}: {plan.skip}")
@@ -162,19 +150,15 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     table = dense = chain = step = None
     network_seconds = 0.0
     if roles.is_server:
-<<<<<<< HEAD
         table, chain = _load_table(cfg, plan, roles)  # meanwhile the workers compile
-        network = comm.bcast(None, root=roles.servers)
+        with watchdog.waiting("the network's layout from the first worker"):
+            network = comm.bcast(None, root=roles.servers)
         dense = _load_dense(cfg, plan, roles, network, chain)
     else:
         started_network = time.perf_counter()
-        step, network = _prepare_network(comm, cfg, plan, roles, jax_import)
+        step, network = _prepare_network(comm, cfg, plan, roles, jax_import, watchdog)
         network_seconds = time.perf_counter() - started_network
-    comm.Barrier()  # load done everywhere (a failed load aborted the job)
-=======
-        table, dense = _load_server_state(cfg, plan, roles, layout, bounds)
     backoff.barrier(comm, "the end of the load on every rank")  # a failed load aborted the job
->>>>>>> status
     seconds["load"] = time.perf_counter() - started
     seconds["network"] = comm.reduce(network_seconds, op=MPI.MAX, root=0)
 
@@ -201,28 +185,13 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     with watchdog.waiting("the eviction count"):
         evicted = comm.allreduce(evicted, op=MPI.SUM)
     stage, infos = _stage_shards(cfg, plan, roles, table) if roles.is_server else (None, [])
-<<<<<<< HEAD
-    all_infos = comm.gather(infos, root=0)
-    dense_state = _gather_dense(comm, roles, dense)
+    with watchdog.waiting("the staged shards and dense state"):
+        all_infos = comm.gather(infos, root=0)
+        dense_state = _gather_dense(comm, roles, dense)
     if roles.rank == 0:
         seconds["stage"] = time.perf_counter() - started
         result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg,
                                {**run_info, "network": network.record})
-        log("result " + json.dumps(result, sort_keys=True))
-    comm.Barrier()  # no rank exits before rank 0 has written meta.json (a failure aborted all)
-    return 0
-
-
-def _plan_hour(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
-    part = partition.locate(cfg.data_root, hour, cfg.s3)
-=======
-    with watchdog.waiting("the staged shards and dense state"):
-        all_infos = comm.gather(infos, root=0)
-        dense_state = _gather_dense(comm, roles, dense, layout)
-    if roles.rank == 0:
-        seconds["stage"] = time.perf_counter() - started
-        result = _finish_stage(stage, plan, all_infos, dense_state, totals, evicted, seconds, cfg,
-                               run_info)
         report(result)
     # no rank exits before rank 0 has written meta.json (a failure aborted all)
     backoff.barrier(comm, "rank 0 to write meta.json")
@@ -247,8 +216,7 @@ def _decide(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
         problem = store.order_problem(cfg.model_dir, hour)
         if problem:
             raise store.OrderError(problem)
-    part = partition.locate(cfg.data_root, hour)
->>>>>>> status
+    part = partition.locate(cfg.data_root, hour, cfg.s3)
     if not partition.is_complete(part):
         raise partition.InputError(f"partition {part.location} is not complete (no _SUCCESS)")
     files = partition.list_files(part)
@@ -262,18 +230,6 @@ def _decide(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
     if decision.partition_changed:
         log(f"warning: {hs}: partition changed since it was trained: "
             f"{', '.join(decision.partition_diff)}")
-<<<<<<< HEAD
-    files, dense_dim = partition.check_schema(part, files, cfg.columns)
-    initial_ctr = 0.0
-    if decision.parent is None:
-        initial_ctr = cfg.network.initial_ctr or _partition_ctr(part, files, cfg.columns)
-        prior_logit = math.log(initial_ctr / (1.0 - initial_ctr))
-        log(f"{hour_str(hour)}: new model; first predictions at CTR {initial_ctr:.4g}"
-            + ("" if cfg.network.initial_ctr else " (network.initial_ctr = 0: this hour's CTR)"))
-    else:
-        prior_logit = network_load.prior_logit_of(
-            store.read_version_meta(cfg.model_dir, decision.parent).get("network"))
-=======
     files, dense_dim = (partition.check_schema(part, files, cfg.columns) if files else ([], 0))
     if sum(f.rows for f in files) == 0:
         reason = (f"{len(files)} data file(s), 0 rows" if files else "no data files")
@@ -281,7 +237,15 @@ def _decide(cfg: ModelConfig, hour: int, roles: Roles, force: bool) -> HourPlan:
         return _skipped(hour, f"hour {hs} recorded empty: {reason}; the chain goes on without it",
                         status="empty", reason=reason)
     store.check_room(cfg.model_dir, decision.kind)
->>>>>>> status
+    initial_ctr = 0.0
+    if decision.parent is None:
+        initial_ctr = cfg.network.initial_ctr or _partition_ctr(part, files, cfg.columns)
+        prior_logit = math.log(initial_ctr / (1.0 - initial_ctr))
+        log(f"{hs}: new model; first predictions at CTR {initial_ctr:.4g}"
+            + ("" if cfg.network.initial_ctr else " (network.initial_ctr = 0: this hour's CTR)"))
+    else:
+        prior_logit = network_load.prior_logit_of(
+            store.read_version_meta(cfg.model_dir, decision.parent).get("network"))
     if decision.rollback:
         store.rollback_head(cfg.model_dir, decision.rollback, reason="train --force")
         log(f"rolled back {decision.rollback} to retrain {hs}")
@@ -350,7 +314,8 @@ def _import_in_background(module: str) -> threading.Thread:
     return thread
 
 
-def _prepare_network(comm, cfg, plan: HourPlan, roles: Roles, jax_import: threading.Thread):
+def _prepare_network(comm, cfg, plan: HourPlan, roles: Roles, jax_import: threading.Thread,
+                     watchdog: Watchdog):
     """A worker: build + check the network, share its layout, compile the step."""
     jax_import.join()
     from trainer.network import step as network_step  # the import error, if any, raises here
@@ -368,7 +333,8 @@ def _prepare_network(comm, cfg, plan: HourPlan, roles: Roles, jax_import: thread
             params = built.network.init(jax.random.PRNGKey(cfg.train.seed))
             initial = built.layout.flatten({k: np.asarray(v) for k, v in params.items()})
         info = NetworkInfo(built.record(plan.prior_logit), initial)
-    info = comm.bcast(info, root=roles.servers)
+    with watchdog.waiting("the network's layout from the first worker"):
+        info = comm.bcast(info, root=roles.servers)
     step = network_step.Step(built, cfg.train.batch_size, prior_logit=plan.prior_logit)
     step.compiled("train")
     if first:
@@ -479,13 +445,8 @@ def _finish_stage(stage, plan: HourPlan, all_infos, dense_state, totals, evicted
     stage.finish(infos, partition=plan.partition, metrics=totals,
                  config_hash=cfg.config_hash(), code_version=trainer.__version__,
                  extra={**run_info,
-<<<<<<< HEAD
                         "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)},
                         **({"initial_ctr": plan.initial_ctr} if plan.parent is None else {})})
-    return {"hour": hour_str(plan.hour), "kind": plan.kind, "parent": plan.parent, **totals}
-=======
-                        "day_boundary": {"ran": plan.day_boundary, "evicted": int(evicted)}})
     return {"status": "staged", "hour": hour_str(plan.hour), "kind": plan.kind,
             "parent": plan.parent, **totals}
->>>>>>> status
 
