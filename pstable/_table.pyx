@@ -997,18 +997,13 @@ cdef class SparseTable:
                     h = hs[j]
                     st = state[i]
                     # the row, if any (every state needs it)
-                    if rix.epoch == repoch[sp.slot]:
-                        r = ix_find_from(rix, rs, rpos[j], h, keys[i], slots[i], &pos)
-                    else:
-                        r = ix_find(rix, rs, h, keys[i], slots[i], &pos)
+                    r = ix_find_resumed(rix, rs, rix.epoch == repoch[sp.slot], rpos[j], h, keys[i],
+                                        slots[i], &pos)
                     if st == STATE_ROW:
-                        if r == PST_EMPTY:
-                            p = entry_append(rix, rs, h, keys[i], slots[i], &pos, &self.oom_bytes)
-                            if p == NULL:
-                                free(filt)
-                                return -1
-                        else:
-                            p = slab_at(rs, r)
+                        p = entry_upsert(rix, rs, r, h, keys[i], slots[i], &pos, &self.oom_bytes)
+                        if p == NULL:
+                            free(filt)
+                            return -1
                         header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
                         pst_copy(row_weights(p), wts + i * W, W)
                         if K:
@@ -1019,20 +1014,15 @@ cdef class SparseTable:
                                                                and not maybe_in(filt, fmask, h))):
                         continue            # no pending entry of this feature to drop
                     # the pending entry, if any
-                    if pdone[j] and pix.epoch == pepoch[sp.slot]:
-                        r = ix_find_from(pix, ps, ppos[j], h, keys[i], slots[i], &pos)
-                    else:
-                        r = ix_find(pix, ps, h, keys[i], slots[i], &pos)
+                    r = ix_find_resumed(pix, ps, pdone[j] and pix.epoch == pepoch[sp.slot], ppos[j],
+                                        h, keys[i], slots[i], &pos)
                     if st == STATE_PENDING:
-                        if r == PST_EMPTY:
-                            p = entry_append(pix, ps, h, keys[i], slots[i], &pos, &self.oom_bytes)
-                            if p == NULL:
-                                free(filt)
-                                return -1
-                            if filt != NULL:
-                                filt[h & fmask] |= filter_bits(h)
-                        else:
-                            p = slab_at(ps, r)
+                        p = entry_upsert(pix, ps, r, h, keys[i], slots[i], &pos, &self.oom_bytes)
+                        if p == NULL:
+                            free(filt)
+                            return -1
+                        if r == PST_EMPTY and filt != NULL:
+                            filt[h & fmask] |= filter_bits(h)
                         header_set(<RowHeader*>p, keys[i], slots[i], shows[i], clicks[i], last_seen[i])
                     elif r != PST_EMPTY:
                         entry_remove(pix, ps, pos, r)

@@ -51,6 +51,15 @@ cdef inline uint32_t ix_find_from(const Index* ix, const Slab* s, uint64_t pos, 
         pos = (pos + 1) & ix.mask
 
 
+cdef inline uint32_t ix_find_resumed(const Index* ix, const Slab* s, bint resume, uint64_t from_pos,
+                                     uint64_t h, uint64_t key, int32_t slot,
+                                     uint64_t* pos_out) noexcept nogil:
+    """ix_find, resumed at bucket `from_pos` when `resume` says ix_find_from's condition holds."""
+    if resume:
+        return ix_find_from(ix, s, from_pos, h, key, slot, pos_out)
+    return ix_find(ix, s, h, key, slot, pos_out)
+
+
 cdef inline void ix_put(Index* ix, uint64_t pos, uint64_t h, uint32_t idx) noexcept nogil:
     ix.buckets[pos] = (h & PST_HI) | idx
     ix.walk += (pos - (h >> ix.shift)) & ix.mask
@@ -183,6 +192,15 @@ cdef inline char* entry_append(Index* ix, Slab* s, uint64_t h, uint64_t key, int
     if p != NULL:
         ix_put(ix, pos[0], h, <uint32_t>(s.size - 1))
     return p
+
+
+cdef inline char* entry_upsert(Index* ix, Slab* s, uint32_t r, uint64_t h, uint64_t key,
+                               int32_t slot, uint64_t* pos, uint64_t* oom) noexcept nogil:
+    """Entry r that ix_find returned for (key, slot), or a new one if it returned PST_EMPTY (with
+    *pos the bucket where it stopped). NULL when memory ran out."""
+    if r == PST_EMPTY:
+        return entry_append(ix, s, h, key, slot, pos, oom)
+    return slab_at(s, r)
 
 
 cdef void ix_erase(Index* ix, const Slab* s, uint64_t pos) noexcept nogil:
