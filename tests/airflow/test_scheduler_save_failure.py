@@ -1,9 +1,10 @@
 """A save that fails through the real scheduler, and its recovery as docs/airflow.md says.
 
 Hour 01's staged version is damaged after its train and before its save. To place that between
-two tasks without racing the scheduler, the test holds the store lock (every save takes it) from
-before hour 01's partition lands (its sensor waits for ``_SUCCESS``) until ``save_delta`` of 01 is
-running, then flips a byte of a staged shard file and releases the lock. The save refuses the
+two tasks without racing the scheduler, the test lets hour 01 land, waits until its train has
+claimed the hour's staging (the claim takes the store lock, briefly), then holds the store lock
+(every save takes it) until ``save_delta`` of 01 is running, flips a byte of a staged shard file
+and releases the lock. The save refuses the
 version on every attempt (its CRC-32 names the file), so run 01 fails with the chain unchanged.
 Clearing run 01, every task, retrains the hour (the staging is replaced) and commits it once.
 """
@@ -19,6 +20,7 @@ from streamtrain_airflow.airflow_home import run_states, write_config
 from streamtrain_airflow.demo import wait_runs
 from trainer.hours import hour_index, partition_relpath
 from trainer.store import StoreLayout
+from trainer.store.claim import claim_path
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +42,11 @@ def test_failed_save_leaves_the_chain_and_clearing_the_run_retrains_it(af):
         wait_until("hour 00 published",
                    lambda: run_states(af.home, af.dag_id).get(f"{DAY} 00:00:00.000000") == "success",
                    300, running, af)
+        landed.touch()
+        wait_until("train(01) has claimed the hour's staging",
+                   lambda: claim_path(layout, hours[1]).exists(), 300, running, af)
         with open(layout.lock, "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            landed.touch()
             wait_until("save_delta(01) waiting for the store lock",
                        lambda: task_state_map(af).get(("01", "save_delta")) == "running",
                        300, running, af)
