@@ -3,7 +3,10 @@ VENV := .venv
 STAMP := $(VENV)/.setup-done
 SOURCES := setup.cfg setup.py pyproject.toml $(wildcard pstable/*.pyx pstable/*.pxd pstable/*.pxi pstable/*.h)
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo ui ui-stop test test-fast test-mpi test-airflow bench clean
+
+# the UI's Airflow home (`make ui AIRFLOW_HOME_DIR=...` for another one)
+AIRFLOW_HOME_DIR ?= var/airflow
 
 $(STAMP): $(SOURCES) scripts/setup.sh
 	bash scripts/setup.sh
@@ -14,11 +17,27 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/streamtrain demo
 
+# keep the UI up (api-server, scheduler, dag-processor on 127.0.0.1, each in its own process group)
+ui: $(STAMP)
+	$(VENV)/bin/python -m streamtrain_airflow.airflow_home ui --home $(AIRFLOW_HOME_DIR)
+
+ui-stop:
+	$(VENV)/bin/python -m streamtrain_airflow.airflow_home ui-stop --home $(AIRFLOW_HOME_DIR)
+
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+# no real mpiexec, Airflow or browser
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+# real mpiexec jobs without Airflow
+test-mpi: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m mpi
+
+# real Airflow processes (scheduler, api-server, dag-processor)
+test-airflow: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m airflow_e2e
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pstable_bench.py --quick

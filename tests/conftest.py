@@ -1,4 +1,6 @@
 """Fixtures shared by every test folder (helpers live in ``tests/support.py``)."""
+from pathlib import Path
+
 import pytest
 
 from support import write_model_config
@@ -10,3 +12,18 @@ def model_config(tmp_path):
     def make(**kw):
         return write_model_config(tmp_path / "m", **kw)
     return make
+
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Split ``slow``: tests/airflow's are ``airflow_e2e``, the others but the browser's ``mpi``."""
+    for item in items:
+        if not item.get_closest_marker("slow") or item.get_closest_marker("cluster"):
+            continue
+        path = Path(item.path)
+        if TESTS / "airflow" in path.parents:
+            item.add_marker(pytest.mark.airflow_e2e)
+        elif TESTS / "ui" not in path.parents:
+            item.add_marker(pytest.mark.mpi)

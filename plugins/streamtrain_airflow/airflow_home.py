@@ -202,3 +202,95 @@ def admin_password(home: Path) -> str | None:
         return json.loads(path.read_text()).get("admin")
     except (OSError, ValueError):
         return None
+
+
+UI_PIDFILE = "ui.pgids"
+
+
+def start_ui(home: Path, port: int = 8080, config_dir: Path = REPO / "examples",
+             timeout: float = 300.0) -> AirflowProcesses:
+    """Keep the UI of ``home`` up: migrate, start the three components, record their groups.
+
+    Writes ``airflow.cfg`` when ``home`` has none (an existing one, e.g. the demo's, is kept) and
+    ``<home>/ui.pgids`` (one process group per line) for :func:`stop_ui`. Refuses a home whose
+    recorded groups are still alive.
+    """
+    if _live_groups(home):
+        raise RuntimeError(f"the UI of {home} is already running (process groups in "
+                           f"{home / UI_PIDFILE}); stop it with `make ui-stop`")
+    if not (home / "airflow.cfg").exists():
+        write_config(home, port=free_port(port), config_dir=config_dir)
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(home / "airflow.cfg")
+    port = cfg.getint("api", "port")
+    import subprocess
+
+    done = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(home),
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"airflow db migrate exited {done.returncode}:\n{done.stderr[-3000:]}")
+    running = start_airflow(home, port)
+    (home / UI_PIDFILE).write_text("".join(f"{p.pid}\n" for p in running.procs.values()))
+    try:
+        wait_http(f"{running.url}/api/v2/monitor/health", timeout, running)
+    except BaseException:
+        stop_ui(home)
+        raise
+    return running
+
+
+def _live_groups(home: Path) -> list[int]:
+    try:
+        pgids = [int(line) for line in (home / UI_PIDFILE).read_text().split()]
+    except (OSError, ValueError):
+        return []
+    alive = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, 0)
+            alive.append(pgid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def stop_ui(home: Path, grace_seconds: float = 15.0) -> int:
+    """Stop the process groups :func:`start_ui` recorded (SIGTERM, then SIGKILL). Returns how many."""
+    import signal
+
+    pgids = _live_groups(home)
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
+        for pgid in _live_groups(home):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while _live_groups(home) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    (home / UI_PIDFILE).unlink(missing_ok=True)
+    return len(pgids)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streamtrain_airflow.airflow_home ui|ui-stop [--home H] [--port P]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m streamtrain_airflow.airflow_home")
+    p.add_argument("action", choices=["ui", "ui-stop"])
+    p.add_argument("--home", default=str(REPO / "var" / "airflow"), help="AIRFLOW_HOME")
+    p.add_argument("--port", type=int, default=8080, help="used when the home has no airflow.cfg")
+    args = p.parse_args(argv)
+    home = Path(args.home).resolve()
+    if args.action == "ui-stop":
+        print(f"[ui] stopped {stop_ui(home)} process groups of {home}")
+        return 0
+    running = start_ui(home, args.port)
+    print(f"[ui] {running.url} (127.0.0.1 only; user admin, password {admin_password(home) or '?'});"
+          f" process groups {' '.join(str(p.pid) for p in running.procs.values())}; "
+          f"stop with `make ui-stop`", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.config import load_config
 
     from streamtrain_airflow.airflow_home import (
-        admin_password, airflow_env, free_port, start_airflow, stop_airflow, wait_http,
+        admin_password, free_port, start_airflow, stop_airflow, wait_http,
         write_config,
     )
 
@@ -239,13 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{len(hours) - len(failed)}/{len(hours)} runs succeeded in "
              f"{time.monotonic() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
         _say(f"model: {cfg.model_dir} (ledger.jsonl, versions/, donefile); "
-             f"`streamtrain chain --config {config}`")
+             f"`{Path(sys.executable).parent}/streamtrain chain --config {config}`")
         pw = admin_password(home)
         _say(f"UI: {running.url}  (user admin, password {pw or '?'}; stored in "
              f"{home}/simple_auth_manager_passwords.json.generated)")
-        env = airflow_env(home)
-        _say(f"keep the UI up: AIRFLOW_HOME={env['AIRFLOW_HOME']} {Path(sys.executable).parent}/airflow "
-             f"standalone   (start it in its own process group, stop it with kill -- -PGID)")
+        _say(f"keep the UI up: make -C {REPO} ui AIRFLOW_HOME_DIR={home}   "
+             f"(stop it: make -C {REPO} ui-stop AIRFLOW_HOME_DIR={home})")
         code = 0 if not failed else 1
         if args.keep_running:
             _say("leaving Airflow running; stop it with: kill -- " + " ".join(f"-{p.pid}" for p in running.procs.values()))

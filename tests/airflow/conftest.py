@@ -51,3 +51,4 @@ def af(tmp_path, migrated_db) -> SimpleNamespace:
     return SimpleNamespace(home=home, env=airflow_env(home), config=config, configs=configs,
                            port=port, root=tmp_path, model_dir=tmp_path / "model",
                            data_root=tmp_path / "data", dag_id="streamtrain_tiny")
+
