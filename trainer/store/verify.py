@@ -1,6 +1,7 @@
 """Helpers behind ``streamtrain chain``: list the versions, verify every checksum and link."""
 from __future__ import annotations
 
+from .errors import ChainError
 from .layout import StoreLayout
 from .ledger import read_state
 from .load import check_version, load_chain
@@ -10,8 +11,10 @@ def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
     """One dict per visible version in training order, plus missing-hour records.
 
     Keys: version, kind, hour, hour_str, parent, rows (admitted/pending/tombstones), total_rows,
-    bytes, auc, in_chain (part of what a load of the head reads), committed_at. ``verify=True``
-    re-checks every file's checksum first (``ChainError`` naming the version on failure).
+    bytes, auc, metrics (all the hour's metrics), in_chain (part of what a load of the head
+    reads), committed_at, error (why the version cannot be read: ``None`` when it can; a bad
+    version is listed, marked, and the others still are). ``verify=True`` re-checks every file's
+    checksum first (``ChainError`` naming the version on failure).
     """
     layout = StoreLayout(model_dir)
     if verify:
@@ -20,12 +23,17 @@ def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
     in_chain = {r.version for r in state.chain_of()}
     out = []
     for v, rec in state.versions.items():
-        meta = check_version(layout, rec).meta
+        error = None
+        try:
+            meta = check_version(layout, rec).meta
+        except ChainError as err:
+            meta, error = {}, str(err)
         rows = meta.get("rows", {})
         out.append({"version": v, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
                     "parent": rec.parent, "rows": rows, "total_rows": sum(rows.values()),
                     "bytes": meta.get("bytes"), "auc": meta.get("metrics", {}).get("auc"),
-                    "in_chain": v in in_chain, "committed_at": rec.committed_at})
+                    "metrics": meta.get("metrics", {}),
+                    "in_chain": v in in_chain, "committed_at": rec.committed_at, "error": error})
     return out
 
 
@@ -48,8 +56,24 @@ def format_versions(rows: list[dict]) -> str:
     lines = [f"{'version':9} {'kind':5} {'hour':13} {'parent':9} {'rows':>12} {'bytes':>14} "
              f"{'auc':>7}  chain"]
     for r in rows:
-        auc = "-" if r["auc"] is None else f"{r['auc']:.4f}"
+        auc = "-" if r["auc"] is None or r["auc"] != r["auc"] else f"{r['auc']:.4f}"
         lines.append(f"{r['version']:9} {r['kind']:5} {r['hour_str']:13} {r['parent'] or '-':9} "
                      f"{r['total_rows']:>12,} {r['bytes'] or 0:>14,} {auc:>7}  "
-                     f"{'*' if r['in_chain'] else ''}")
+                     f"{'*' if r['in_chain'] else ''}"
+                     + (f"  BAD: {r['error']}" if r.get("error") else ""))
     return "\n".join(lines)
+
+
+def settled_hours(model_dir) -> dict:
+    """``{"missing_hours": [...], "empty_hours": [...]}``: the hours recorded without a version
+    (each ``{"hour", "hour_str", "reason", "recorded_at"}``), oldest first; an hour trained since
+    it was recorded missing (backfilled) is left out."""
+    state = read_state(StoreLayout(model_dir))
+    trained = set(state.by_hour) | set(state.pruned_hours)
+
+    def rows(events):
+        return sorted(({k: ev.get(k) for k in ("hour", "hour_str", "reason", "recorded_at")}
+                       for ev in events if ev.get("hour") not in trained),
+                      key=lambda r: r["hour"])
+
+    return {"missing_hours": rows(state.missing), "empty_hours": rows(state.empty)}
