@@ -6,6 +6,7 @@ it is run. Each is safe to repeat (a retry or a cleared task never applies an ho
 from __future__ import annotations
 
 import json
+import sys
 
 from trainer import store
 from trainer.config import ModelConfig
@@ -46,11 +47,30 @@ def publish(cfg: ModelConfig, hour: int) -> dict:
 
 
 def chain_command(cfg: ModelConfig, verify: bool = False, as_json: bool = False) -> int:
-    """Print the versions; with `verify` re-check every file and link (exit 1 if broken)."""
-    from trainer.store.verify import format_versions, list_versions, verify_store
+    """Print the versions and the hours recorded missing or empty; with `verify` re-check every
+    file and link. Exits 1 if a version is bad (every version is still listed, the bad marked).
+
+    ``--json`` prints one object: ``versions`` (``trainer.store.verify.list_versions`` rows),
+    ``missing_hours`` and ``empty_hours`` (``settled_hours``), ``head``; strict JSON (a metric
+    that is not a number, e.g. the AUC of a one-class hour, is ``null``).
+    """
+    from trainer.store.jsonsafe import strict_dumps
+    from trainer.store.verify import format_versions, list_versions, settled_hours, verify_store
 
     rows = list_versions(cfg.model_dir)
-    print(json.dumps(rows, indent=1) if as_json else format_versions(rows))
+    hours = settled_hours(cfg.model_dir)
+    if as_json:
+        head = rows[-1]["version"] if rows else None
+        print(strict_dumps({"head": head, "versions": rows, **hours}, indent=1))
+    else:
+        print(format_versions(rows))
+        for name, label in (("missing_hours", "missing"), ("empty_hours", "empty")):
+            if hours[name]:
+                print(f"{label} hours: " + ", ".join(h["hour_str"] for h in hours[name]))
+    bad = [r["version"] for r in rows if r["error"]]
+    if bad:
+        print(f"streamtrain: error: {len(bad)} bad version(s): {', '.join(bad)}", file=sys.stderr)
+        return 1
     if verify:
         try:
             summary = verify_store(cfg.model_dir)
@@ -59,7 +79,8 @@ def chain_command(cfg: ModelConfig, verify: bool = False, as_json: bool = False)
             print(f"streamtrain: error: chain verification failed: {err}")
             return 1
         print(f"chain verified: {summary['versions']} version(s), head {summary['head']}, "
-              f"{summary['missing']} missing hour(s), {summary['bytes']:,} bytes")
+              f"{summary['missing']} missing hour(s), {len(hours['empty_hours'])} empty "
+              f"hour(s), {summary['bytes']:,} bytes")
     return 0
 
 

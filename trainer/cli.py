@@ -164,7 +164,8 @@ def _mark_missing(cfg, args) -> int:
 
 def _publish(cfg, args) -> int:
     from trainer import actions
-    print(json.dumps(actions.publish(cfg, args.hour)))
+    from trainer.store.jsonsafe import strict_dumps
+    print(strict_dumps(actions.publish(cfg, args.hour)))
     return 0
 
 

@@ -110,6 +110,7 @@ def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     """
     from trainer import actions, store
     from trainer.outcome import parse_result
+    from trainer.store.jsonsafe import strict_dumps
 
     claim = store.take_claim(cfg.model_dir, hour)
     try:
@@ -127,7 +128,7 @@ def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
         if outcome["status"] == "empty":
             return 0  # recorded empty by the job: no version to save or publish
         print(actions.save(cfg, hour))  # already committed (skipped): a no-op that says so
-        print(actions.publish(cfg, hour))
+        print(strict_dumps(actions.publish(cfg, hour)))
         return 0
     finally:
         store.release_claim(cfg.model_dir, hour, claim.token)  # a no-op once saved

@@ -21,9 +21,6 @@ from trainer.hours import hour_str
 
 from streamtrain_airflow.hours import data_hour
 
-#: Prefix of the job's last line: ``[streamtrain] result {json}``.
-RESULT_PREFIX = "[streamtrain] result "
-
 
 def model_asset(name: str) -> Asset:
     """The Asset a new version of model ``name`` is published as: ``streamtrain://<name>/model``."""
@@ -52,7 +49,7 @@ class _StreamtrainTask(BaseOperator):
         return cfg, data_hour(context["logical_date"])
 
     def _run(self, argv: list[str]) -> list[str]:
-        from trainer.partition import EXIT_BAD_INPUT
+        from trainer.outcome import BAD_INPUT
         from trainer.process import CommandFailed, run_streaming
 
         self.log.info("running: %s", " ".join(argv))
@@ -60,7 +57,7 @@ class _StreamtrainTask(BaseOperator):
             return run_streaming(argv, on_line=lambda ln: self.log.info("%s", ln),
                                  on_start=self._started)
         except CommandFailed as err:
-            if err.returncode == EXIT_BAD_INPUT:  # the data must be fixed first: no retries
+            if err.returncode == BAD_INPUT:  # the data must be fixed first: no retries
                 raise AirflowFailException(f"bad input data: {err}") from None
             raise AirflowException(str(err)) from None
         finally:
@@ -83,14 +80,17 @@ class TrainOperator(_StreamtrainTask):
     """Train the run's data hour: one ``mpiexec`` job that stages a new version.
 
     Returns (XCom) ``{"status", "hour", "hour_str", "kind", "version", "result"}``; status is
-    ``"trained"`` (``kind`` = the staged kind, ``result`` = the job's result line) or
-    ``"already_committed"`` (``kind``/``version`` from the chain, nothing ran).
+    ``"trained"`` (``kind`` = the staged kind, ``result`` = the job's result line),
+    ``"already_committed"`` (``kind``/``version`` from the chain) or ``"empty"`` (the hour had no
+    rows and is recorded empty: nothing to save or publish). Only the job's structured result
+    line (``trainer.outcome``) is read, never its log text.
     """
 
     ui_color = "#fde8d7"
 
     def execute(self, context) -> dict:
         from trainer.launch import mpiexec_command
+        from trainer.outcome import parse_result
 
         from streamtrain_airflow.store_view import hour_status, order_problem
 
@@ -101,8 +101,10 @@ class TrainOperator(_StreamtrainTask):
             self.log.info("hour %s is already in the chain as %s (%s): not training it again "
                           "(retrain the head on purpose with `streamtrain train --force`)",
                           hs, status.version, status.kind)
-            return {"status": "already_committed", "hour": hour, "hour_str": hs,
-                    "kind": status.kind, "version": status.version, "result": None}
+            return self._done(hour, "already_committed", status.kind, status.version)
+        if status.state == "empty":
+            self.log.info("hour %s is recorded empty (%s): nothing to train", hs, status.reason)
+            return self._done(hour, "empty")
         others = [h for h in status.staged_hours if h != hs]
         if others:
             # Only possible when two runs of this DAG are active at once (a backfill's runs and the
@@ -114,31 +116,34 @@ class TrainOperator(_StreamtrainTask):
                 f"(if that run was abandoned, clear its save task or delete the staging folder)")
 
         problem = order_problem(cfg, hour)
-        if problem:
-            raise AirflowException(problem)
+        if problem:  # a person must settle the earlier hour: retrying cannot help
+            raise AirflowFailException(problem)
         run_info = {"airflow": {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}}
-        lines = self._run(mpiexec_command(cfg, hour, run_info=run_info))
-        result = None
-        for line in reversed(lines):
-            if line.startswith(RESULT_PREFIX):
-                result = json.loads(line[len(RESULT_PREFIX):])
-                break
+        result = parse_result(self._run(mpiexec_command(cfg, hour, run_info=run_info)))
         if result is None:
-            if any("already in chain" in ln for ln in lines):
-                status = hour_status(cfg, hour)
-                return {"status": "already_committed", "hour": hour, "hour_str": hs,
-                        "kind": status.kind, "version": status.version, "result": None}
-            raise AirflowException(f"the job for {hs} exited 0 without a '{RESULT_PREFIX}...' line")
+            raise AirflowException(f"the job for {hs} exited 0 without a result line")
+        if result["status"] == "empty":
+            self.log.info("hour %s recorded empty by the job: %s", hs, result.get("reason"))
+            return self._done(hour, "empty", result=result)
+        if result["status"] == "skipped":
+            status = hour_status(cfg, hour)
+            return self._done(hour, "already_committed", status.kind, status.version, result)
         kind = result.get("kind")
         if kind not in ("full", "delta"):
             raise AirflowException(f"the job for {hs} staged an unknown kind {kind!r}")
-        self.log.info("staged %s version of %s: %s", kind, hs, json.dumps(result.get("metrics", {})))
-        return {"status": "trained", "hour": hour, "hour_str": hs, "kind": kind,
-                "version": result.get("version"), "result": result}
+        self.log.info("staged %s version of %s: %s", kind, hs, json.dumps(result))
+        return self._done(hour, "trained", kind, result.get("version"), result)
+
+    @staticmethod
+    def _done(hour: int, status: str, kind: str | None = None, version: str | None = None,
+              result: dict | None = None) -> dict:
+        return {"status": status, "hour": hour, "hour_str": hour_str(hour), "kind": kind,
+                "version": version, "result": result}
 
 
 class ChooseSaveOperator(BaseBranchOperator):
-    """Follow ``save_full`` or ``save_delta`` according to the kind ``train`` staged."""
+    """Follow ``save_full`` or ``save_delta`` according to the kind ``train`` staged; neither for
+    an empty hour."""
 
     ui_color = "#f0e8fd"
 
@@ -149,8 +154,12 @@ class ChooseSaveOperator(BaseBranchOperator):
         self.full_task_id = full_task_id
         self.delta_task_id = delta_task_id
 
-    def choose_branch(self, context) -> str:
+    def choose_branch(self, context) -> str | list[str]:
         staged = context["ti"].xcom_pull(task_ids=self.train_task_id) or {}
+        if staged.get("status") == "empty":
+            self.log.info("%s is recorded empty: no version to save or publish",
+                          staged.get("hour_str"))
+            return []  # both saves and publish are skipped; the run succeeds
         kind = staged.get("kind")
         if kind not in ("full", "delta"):
             raise AirflowException(f"{self.train_task_id} returned no save kind: {staged!r}")

@@ -59,7 +59,8 @@ class PartitionSensor(BaseSensorOperator):
         (default False: poke mode, see the module docstring).
 
     Returns (XCom) ``{"hour", "hour_str", "partition", "files", "rows", "status"}`` where status is
-    ``"landed"`` or ``"already_committed"`` (the hour is in the chain: nothing to wait for).
+    ``"landed"`` (also with 0 rows: train records the hour empty), ``"already_committed"`` (the hour
+    is in the chain) or ``"empty"`` (recorded empty): nothing to wait for.
     On timeout the hour is recorded as missing (``streamtrain mark-missing``) and the task is
     *skipped*, which skips train/save/publish of this run; later hours continue from the newest
     model. Both modes behave the same; only where the waiting happens differs.
@@ -108,6 +109,10 @@ class PartitionSensor(BaseSensorOperator):
             self.log.info("hour %s is already in the chain as %s (%s): nothing to wait for",
                           hour_str(hour), status.version, status.kind)
             return {**self._out(hour, part), "status": "already_committed"}
+        if status.state == "empty":
+            self.log.info("hour %s is recorded empty (%s): nothing to wait for",
+                          hour_str(hour), status.reason)
+            return {**self._out(hour, part), "status": "empty"}
 
         self._timing(cfg, context)
         self.log.info("waiting up to %.0f s for %s/_SUCCESS (poke every %.0f s, %s)",
@@ -169,19 +174,19 @@ class PartitionSensor(BaseSensorOperator):
         raise AirflowSkipException(f"hour {hour_str(hour)} recorded as missing: {reason}") from cause
 
     def _landed(self, cfg, hour: int, part) -> dict:
-        """``_SUCCESS`` is there: check the Parquet footers (no data read)."""
+        """``_SUCCESS`` is there: check the Parquet footers (no data read). A partition with no
+        data files, or only 0-row ones, is landed too: the train task records it empty."""
         from trainer.partition import InputError, check_schema, list_files
 
         try:
             files = list_files(part, checksums=False)
-            if not files:
-                raise InputError(f"partition {part.location} has _SUCCESS but no data files",
-                                 file=part.location)
-            files, _ = check_schema(part, files, cfg.columns)
+            if files:
+                files, _ = check_schema(part, files, cfg.columns)
         except InputError as err:  # retrying will not fix the data: fail now, loudly
             raise AirflowFailException(f"hour {hour_str(hour)}: {err}") from err
         rows = sum(f.rows for f in files)
-        self.log.info("schema ok: %d file(s), %d rows in %s", len(files), rows, part.location)
+        self.log.info("schema ok: %d file(s), %d rows in %s%s", len(files), rows, part.location,
+                      "" if rows else " (an empty hour: train records it empty)")
         return {**self._out(hour, part), "status": "landed", "files": len(files), "rows": rows}
 
     def _mark_missing(self, hour: int, reason: str) -> None:

@@ -3,24 +3,12 @@
 Writing (commit, mark-missing, publish) always goes through the ``streamtrain`` command line, the
 one documented way in; this module only reads the ledger, a version's ``meta.json`` and the
 donefile, so a task can decide cheaply that its hour is already done (CONTRACT §3 "exactly once").
+An hour's status and the order rule are the store's (``trainer.store.status``): asked, never
+re-derived here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from trainer.store import StoreError
-
-
-@dataclass(frozen=True)
-class HourStatus:
-    """Where a data hour stands in the chain."""
-
-    hour: int
-    state: str  #: "committed", "pruned" (committed, folder since pruned), "missing" or "absent"
-    version: str | None = None  #: the committed version (``state == "committed"``)
-    kind: str | None = None  #: "full" or "delta" (``state == "committed"``)
-    head: str | None = None  #: the head of the chain
-    staged_hours: tuple[str, ...] = field(default=())  #: hours staged and not committed yet
 
 
 def _layout(cfg):
@@ -29,48 +17,19 @@ def _layout(cfg):
     return StoreLayout(cfg.model_dir)
 
 
-def hour_status(cfg, hour: int) -> HourStatus:
-    """Replay the ledger of ``cfg.model_dir`` and say where ``hour`` stands."""
-    from trainer.store.ledger import read_state
+def hour_status(cfg, hour: int):
+    """Where ``hour`` stands in the chain of ``cfg.model_dir`` (``trainer.store.status``, the one
+    place that decides it): committed, pruned, missing, empty, staged or unsettled."""
+    from trainer.store.status import hour_status as status
 
-    layout = _layout(cfg)
-    state = read_state(layout)
-    staged = ()
-    if layout.staging.is_dir():
-        staged = tuple(sorted(p.name for p in layout.staging.iterdir()
-                              if p.is_dir() and not p.name.startswith(".")))
-    version = state.by_hour.get(hour)
-    if version is not None:
-        rec = state.versions[version]
-        return HourStatus(hour, "committed", version, rec.kind, state.head, staged)
-    if hour in state.pruned_hours:
-        rec = state.pruned_hours[hour]
-        return HourStatus(hour, "pruned", rec.version, rec.kind, state.head, staged)
-    if any(ev.get("hour") == hour for ev in state.missing):
-        return HourStatus(hour, "missing", head=state.head, staged_hours=staged)
-    return HourStatus(hour, "absent", head=state.head, staged_hours=staged)
+    return status(cfg.model_dir, hour)
 
 
 def order_problem(cfg, hour: int) -> str:
-    """Why `hour` may not train yet ("" if it may): hours train in order, so every hour between
-    the head's and `hour` must be in the chain or recorded missing -- unless the chain is empty
-    (the first hour) or `hour` is older than the head (a late hour, appended on the head)."""
-    from trainer.hours import hour_str
-    from trainer.store.ledger import read_state
+    """Why ``hour`` may not train yet, "" if it may (``trainer.store.status.order_problem``)."""
+    from trainer.store.status import order_problem as problem
 
-    state = read_state(_layout(cfg))
-    if state.head is None:
-        return ""
-    head_hour = state.versions[state.head].hour
-    settled = set(state.by_hour) | {ev.get("hour") for ev in state.missing}
-    unsettled = [h for h in range(head_hour + 1, hour) if h not in settled]
-    if not unsettled:
-        return ""
-    first = hour_str(unsettled[0])
-    return (f"{len(unsettled)} hour(s) before {hour_str(hour)} are neither trained nor recorded "
-            f"missing, the first {first} (the head is {state.head}, hour {hour_str(head_hour)}): "
-            f"hours train in order. Recover {first} first (clear its run), or record it missing "
-            f"with `streamtrain mark-missing --hour {first}`")
+    return problem(cfg.model_dir, hour)
 
 
 def version_meta(cfg, version: str) -> dict:
@@ -106,8 +65,8 @@ def chain_rows(cfg) -> list[dict]:
             rows.append({"hour": ev["hour"], "hour_str": ev.get("hour_str"), "event": "commit",
                          "version": ev["version"], "kind": ev.get("kind"),
                          "metrics": meta.get("metrics", {})})
-        elif ev.get("event") == "missing" and ev.get("hour") not in state.by_hour:
-            rows.append({"hour": ev.get("hour"), "hour_str": ev.get("hour_str"), "event": "missing",
-                         "version": None, "kind": "missing", "metrics": {},
-                         "reason": ev.get("reason", "")})
+        elif ev.get("event") in ("missing", "empty") and ev.get("hour") not in state.by_hour:
+            rows.append({"hour": ev.get("hour"), "hour_str": ev.get("hour_str"),
+                         "event": ev["event"], "version": None, "kind": ev["event"],
+                         "metrics": {}, "reason": ev.get("reason", "")})
     return rows

@@ -34,7 +34,13 @@ def test_failed_then_missing_hour_blocks_later_hours(tmp_path):
     store.mark_missing(cfg.model_dir, H0 + 2, "never landed")
     # hour 1 failed (neither trained nor missing), hour 2 missing: hour 3 must wait for hour 1
     problem = order_problem(cfg, H0 + 3)
-    assert "1 hour(s) before 2026-01-01T03" in problem and "the first 2026-01-01T01" in problem
-    store.mark_missing(cfg.model_dir, H0 + 1, "abandoned")
+    assert "1 earlier hour(s) since the head v000001" in problem
+    assert "the first 2026-01-01T01" in problem and "mark-missing --hour 2026-01-01T01" in problem
+    store.mark_empty(cfg.model_dir, H0 + 1, "no rows")  # an empty hour settles it as well
     assert order_problem(cfg, H0 + 3) == ""
+    for hour in (H0 + 3, H0 + 4):
+        store.mark_missing(cfg.model_dir, hour, "never landed")
+    assert "the first 2026-01-01T05" in order_problem(cfg, H0 + 6)
+    store.mark_missing(cfg.model_dir, H0 + 5, "abandoned")
+    assert order_problem(cfg, H0 + 6) == ""
     assert order_problem(cfg, H0) == ""  # a late hour (not after the head) is never blocked

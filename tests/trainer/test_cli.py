@@ -66,8 +66,10 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
     assert [v.kind for v in chain.versions] == ["full"]  # a full base starts the chain anew
     listing = streamtrain("chain", "--config", str(path), "--verify", "--json")
     assert listing.returncode == 0
-    assert [r["kind"] for r in json.loads(listing.stdout.split("\nchain verified")[0])] == \
-        ["full", "delta", "full"]
+    listed = json.loads(listing.stdout.split("\nchain verified")[0])
+    assert [r["kind"] for r in listed["versions"]] == ["full", "delta", "full"]
+    assert listed["head"] == "v000003" and "logloss" in listed["versions"][0]["metrics"]
+    assert len(listed["missing_hours"]) == 72 and listed["empty_hours"] == []
     assert len(store.read_state(store.StoreLayout(cfg.model_dir)).missing) == 72
 
     sample = f"{cfg.data_root}/{partition_relpath(late)}/part-00000.parquet"
@@ -107,3 +109,112 @@ def test_run_hour_places_ranks_by_the_hostfile(model_config, tmp_path):
     gone.write_text(failing.read_text().replace(str(short), str(tmp_path / "nope")))
     proc = streamtrain("run-hour", "--config", str(gone), "--hour", hour_str(H0 + 1))
     assert proc.returncode != 0 and f"mpi.hostfile: {tmp_path / 'nope'} does not exist" in proc.stderr
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN / Infinity, as strict parsers do."""
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def _partition(cfg, hour):
+    from pathlib import Path
+    return Path(cfg.data_root) / partition_relpath(hour)
+
+
+def _ledger_events(cfg):
+    return store.Ledger(store.StoreLayout(cfg.model_dir).ledger).read()
+
+
+@pytest.mark.slow
+def test_run_hour_refuses_an_hour_after_an_unsettled_one(model_config):
+    path = model_config()
+    cfg = load_config(path)
+    generate_hours(cfg, cfg.data_root, H0, 3, 2000, seed=5)
+    assert streamtrain("run-hour", "--config", str(path), "--hour", hour_str(H0)).returncode == 0
+    refused = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(H0 + 2))
+    assert refused.returncode == 4, refused.stderr
+    [line] = refused.stderr.splitlines()  # one line: the cause, named once
+    assert line.startswith("streamtrain: error: mpiexec exited with code 4")
+    assert f"the first {hour_str(H0 + 1)}" in line
+    assert f"streamtrain mark-missing --hour {hour_str(H0 + 1)}" in line
+    assert "Traceback" not in refused.stdout
+    assert [e["event"] for e in _ledger_events(cfg)] == ["commit"]
+    assert list(store.StoreLayout(cfg.model_dir).staging.iterdir()) == []
+    assert streamtrain("mark-missing", "--config", str(path), "--hour",
+                       hour_str(H0 + 1)).returncode == 0
+    done = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(H0 + 2))
+    assert done.returncode == 0 and "committed as v000002 (full, parent v000001)" in done.stdout
+
+
+@pytest.mark.slow
+def test_an_empty_hour_is_recorded_and_later_hours_go_on(model_config):
+    path = model_config()
+    cfg = load_config(path)
+    generate_hours(cfg, cfg.data_root, H0, 4, 2000, seed=6)
+    files = sorted(_partition(cfg, H0 + 2).glob("*.parquet"))
+    schema = pq.read_schema(files[0])
+    for f in files + sorted(_partition(cfg, H0 + 1).glob("*.parquet")):
+        f.unlink()
+    pq.write_table(schema.empty_table(), files[0])  # hour 2: one file of 0 rows
+    for hour in range(H0, H0 + 4):
+        proc = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(hour))
+        assert proc.returncode == 0, proc.stderr
+    events = [(e["event"], e["hour"]) for e in _ledger_events(cfg)]
+    assert events == [("commit", H0), ("empty", H0 + 1), ("empty", H0 + 2), ("commit", H0 + 3)]
+    assert store.read_state(store.StoreLayout(cfg.model_dir)).head == "v000002"
+    listing = streamtrain("chain", "--config", str(path), "--json")
+    listed = _strict_json(listing.stdout)
+    assert [h["hour"] for h in listed["empty_hours"]] == [H0 + 1, H0 + 2]
+    assert "no data files" in listed["empty_hours"][0]["reason"]
+    text = streamtrain("chain", "--config", str(path)).stdout
+    assert f"empty hours: {hour_str(H0 + 1)}, {hour_str(H0 + 2)}" in text
+    again = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(H0 + 1))
+    assert again.returncode == 0 and "recorded empty" in again.stdout
+    assert len(_ledger_events(cfg)) == 4  # re-running an empty hour records nothing twice
+    assert len((store.StoreLayout(cfg.model_dir).donefile).read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_run_hour_passes_the_bad_input_exit_code_through(model_config):
+    path = model_config()
+    cfg = load_config(path)
+    generate_hours(cfg, cfg.data_root, H0, 1, 2000, seed=7)
+    f = sorted(_partition(cfg, H0).glob("*.parquet"))[0]
+    table = pq.read_table(f)
+    labels = table.column("label").to_pylist()
+    labels[5] = 2
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label",
+                                    pa_array(labels, table.schema.field("label").type)), f)
+    proc = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(H0))
+    assert proc.returncode == 3, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("streamtrain: error: mpiexec exited with code 3") and "label" in line
+    assert list(store.StoreLayout(cfg.model_dir).staging.iterdir()) == []  # cleaned
+
+
+def pa_array(values, type_):
+    import pyarrow as pa
+    return pa.array(values, type_)
+
+
+@pytest.mark.slow
+def test_a_one_class_hour_writes_strict_json_everywhere(model_config):
+    path = model_config()
+    cfg = load_config(path)
+    generate_hours(cfg, cfg.data_root, H0, 1, 2000, seed=8)
+    for f in sorted(_partition(cfg, H0).glob("*.parquet")):
+        table = pq.read_table(f)
+        zeros = pa_array([0] * table.num_rows, table.schema.field("label").type)
+        pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", zeros), f)
+    proc = streamtrain("run-hour", "--config", str(path), "--hour", hour_str(H0))
+    assert proc.returncode == 0, proc.stderr
+    result = next(ln for ln in proc.stdout.splitlines() if ln.startswith("[streamtrain] result "))
+    assert _strict_json(result.split(" ", 2)[2])["auc"] is None
+    [published] = (store.StoreLayout(cfg.model_dir).donefile).read_text().splitlines()
+    assert _strict_json(published)["metrics"]["auc"] is None
+    version_dir = store.StoreLayout(cfg.model_dir).version_dir("v000001")
+    _strict_json((version_dir / "meta.json").read_text())
+    listing = streamtrain("chain", "--config", str(path), "--json")
+    assert _strict_json(listing.stdout)["versions"][0]["metrics"]["auc"] is None

@@ -21,6 +21,7 @@ import os
 
 from ..metrics import json_safe
 from .errors import MissingVersionError, StoreError
+from .jsonsafe import strict_dumps
 from .layout import StoreLayout, fsync_dir, store_lock, utc_now
 from .ledger import read_state
 from .load import check_version
@@ -96,7 +97,7 @@ def _line(layout: StoreLayout, state, version: str) -> dict:
 
 def _append(layout: StoreLayout, good: int, line: dict) -> None:
     """Write ``line`` after the first ``good`` bytes (dropping a torn, never-acknowledged tail)."""
-    data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    data = (strict_dumps(line, separators=(",", ":")) + "\n").encode()
     created = not layout.donefile.exists()
     with open(layout.donefile, "wb" if created else "r+b") as f:
         f.truncate(good)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from .errors import (ChainOrderError, DuplicateVersionError, LedgerError, MissingVersionError,
                      RollbackError)
+from .jsonsafe import strict_dumps
 from .layout import StoreLayout, fsync_dir, hour_str, is_version_name, utc_now, version_name, \
     version_number
 
@@ -75,7 +76,7 @@ class Ledger:
             except (ValueError, KeyError, TypeError):
                 raise LedgerError(f"{self.path}: last line {len(lines)} unreadable") from None
         rec = {"seq": seq, **{k: v for k, v in record.items() if k != "seq"}}
-        line = (json.dumps(rec, sort_keys=False, separators=(",", ":")) + "\n").encode()
+        line = (strict_dumps(rec, sort_keys=False, separators=(",", ":")) + "\n").encode()
         created = not os.path.exists(self.path)
         with open(self.path, "r+b" if not created else "wb") as f:
             f.truncate(good_len)  # drop a torn, never-acknowledged last line

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import json
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -37,6 +36,7 @@ from .errors import StagedVersionError, StoreError
 from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, fsync_dir,
                      hour_str, shard_file_name, utc_now, write_file_durable)
 from .claim import check_claim
+from .jsonsafe import strict_dumps
 from .ledger import KINDS, read_state
 
 
@@ -295,7 +295,7 @@ class Stage:
                 raise StoreError(f"extra key {k!r} would overwrite a meta.json field")
             meta[k] = v
         fsync_dir(self.dir)
-        write_file_durable(self.dir / META, json.dumps(meta, indent=1, sort_keys=False).encode())
+        write_file_durable(self.dir / META, strict_dumps(meta, indent=1, sort_keys=False).encode())
         fsync_dir(self.dir.parent)
         return self.dir
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..metrics import json_safe
+from .errors import ChainError
 from .layout import StoreLayout
 from .ledger import read_state
 from .load import check_version, load_chain
@@ -11,9 +12,11 @@ def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
     """One dict per visible version in training order, plus missing-hour records.
 
     Keys: version, kind, hour, hour_str, parent, rows (admitted/pending/tombstones), total_rows,
-    bytes, auc, calibration (the hour's progressive ``pred_ctr``, ``actual_ctr``, ``copc`` and
-    ``reliability``, see :class:`trainer.metrics.Reliability`; ``null`` where not a finite
-    number), in_chain (part of what a load of the head reads), committed_at. ``verify=True``
+    bytes, auc, metrics (all the hour's metrics), calibration (the hour's progressive
+    ``pred_ctr``, ``actual_ctr``, ``copc`` and ``reliability``, see
+    :class:`trainer.metrics.Reliability`; ``null`` where not a finite number), in_chain (part of
+    what a load of the head reads), committed_at, error (why the version cannot be read: ``None``
+    when it can; a bad version is listed, marked, and the others still are). ``verify=True``
     re-checks every file's checksum first (``ChainError`` naming the version on failure).
     """
     layout = StoreLayout(model_dir)
@@ -23,13 +26,17 @@ def list_versions(model_dir, *, verify: bool = False) -> list[dict]:
     in_chain = {r.version for r in state.chain_of()}
     out = []
     for v, rec in state.versions.items():
-        meta = check_version(layout, rec).meta
+        error = None
+        try:
+            meta = check_version(layout, rec).meta
+        except ChainError as err:
+            meta, error = {}, str(err)
         rows, metrics = meta.get("rows", {}), meta.get("metrics", {})
         out.append({"version": v, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
                     "parent": rec.parent, "rows": rows, "total_rows": sum(rows.values()),
-                    "bytes": meta.get("bytes"), "auc": metrics.get("auc"),
+                    "bytes": meta.get("bytes"), "auc": metrics.get("auc"), "metrics": metrics,
                     "calibration": json_safe({k: metrics.get(k) for k in _CALIBRATION}),
-                    "in_chain": v in in_chain, "committed_at": rec.committed_at})
+                    "in_chain": v in in_chain, "committed_at": rec.committed_at, "error": error})
     return out
 
 
@@ -61,7 +68,8 @@ def format_versions(rows: list[dict]) -> str:
                      f"{r['total_rows']:>12,} {r['bytes'] or 0:>14,} {_num(r['auc'], 7, '.4f')} "
                      f"{_num(cal.get('pred_ctr'), 8, '.5f')} {_num(cal.get('actual_ctr'), 8, '.5f')} "
                      f"{_num(cal.get('copc'), 6, '.3f')} {_num(ece, 7, '.5f')}  "
-                     f"{'*' if r['in_chain'] else ''}")
+                     f"{'*' if r['in_chain'] else ''}"
+                     + (f"  BAD: {r['error']}" if r.get("error") else ""))
     return "\n".join(lines)
 
 
@@ -69,3 +77,18 @@ def _num(value, width: int, fmt: str) -> str:
     """``value`` formatted right-aligned, ``-`` when it is not a finite number."""
     good = isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
     return f"{format(value, fmt) if good else '-':>{width}}"
+
+
+def settled_hours(model_dir) -> dict:
+    """``{"missing_hours": [...], "empty_hours": [...]}``: the hours recorded without a version
+    (each ``{"hour", "hour_str", "reason", "recorded_at"}``), oldest first; an hour trained since
+    it was recorded missing (backfilled) is left out."""
+    state = read_state(StoreLayout(model_dir))
+    trained = set(state.by_hour) | set(state.pruned_hours)
+
+    def rows(events):
+        return sorted(({k: ev.get(k) for k in ("hour", "hour_str", "reason", "recorded_at")}
+                       for ev in events if ev.get("hour") not in trained),
+                      key=lambda r: r["hour"])
+
+    return {"missing_hours": rows(state.missing), "empty_hours": rows(state.empty)}
