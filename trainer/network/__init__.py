@@ -11,3 +11,10 @@ import os
 _ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_ONE_THREAD}".strip()
+
+import warnings
+
+# JAX warns at every os.fork() once it is imported. streamtrain only forks through subprocess
+# (fork + exec, nothing of this process runs in the child: mpiexec, Airflow), where the warning is
+# noise on stderr that a one-line error report must not carry.
+warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
