@@ -33,9 +33,10 @@ def _aucs(root: Path, planted: Planted, models) -> dict:
 
 def test_deepfm_and_dcn_v2_find_planted_interactions_that_dnn_misses(tmp_path):
     auc = _aucs(tmp_path, INTERACTIONS, ("dnn", "deepfm", "dcn_v2"))
-    # margins: about half the gaps measured with show-scaled updates (docs/benchmarks.md, zoo)
-    assert auc["deepfm"] > auc["dnn"] + 0.01, auc
-    assert auc["dcn_v2"] > auc["dnn"] + 0.01, auc
+    # margins: about half the gaps measured with show-scaled updates and the prior logit
+    # (dnn 0.654, deepfm 0.661, dcn_v2 0.662; docs/benchmarks.md, zoo)
+    assert auc["deepfm"] > auc["dnn"] + 0.003, auc
+    assert auc["dcn_v2"] > auc["dnn"] + 0.003, auc
 
 
 def test_din_finds_the_planted_sequence_effect_that_dnn_misses(tmp_path):
