@@ -16,7 +16,11 @@ if [ -z "$launcher" ]; then
   case "$1" in -*) launcher=ssh ;; *) launcher=rsh ;; esac
 fi
 
-"$launcher" "$@" &
+# mpiexec's own stderr, held from the start: mpiexec stops forwarding this script's output as soon
+# as it sees the proxy's socket close, and may have exited before the line below is written.
+exec 3>"/proc/$PPID/fd/2" 2>/dev/null || exec 3>&2
+
+"$launcher" "$@" 3>&- &
 child=$!
 stopping=0
 trap 'stopping=1; kill -TERM "$child" 2>/dev/null' TERM INT HUP
@@ -27,9 +31,7 @@ while :; do
 done
 
 if [ "$stopping" = 0 ] && { [ "$status" -gt 128 ] || [ "$status" = 255 ]; }; then
-  line="[streamtrain] error: host $host lost: its processes ended under $(basename "$launcher") with status $status"
-  # Straight to mpiexec's own stderr: mpiexec stops forwarding this script's output as soon as it
-  # sees the proxy's socket close, which races with this line.
-  { printf '%s\n' "$line" >"/proc/$PPID/fd/2"; } 2>/dev/null || printf '%s\n' "$line" >&2
+  printf '[streamtrain] error: host %s lost: its processes ended under %s with status %s\n' \
+    "$host" "$(basename "$launcher")" "$status" >&3
 fi
 exit "$status"

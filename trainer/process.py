@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import time
@@ -23,6 +24,9 @@ from typing import Callable, Sequence
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 #: Lines of output kept for the error message of a failed command.
 TAIL_LINES = 30
+#: How long output is still read once the leader has exited: a child that outlives it (a launcher
+#: writing its last line) may hold the pipe open, and must not keep the caller waiting for ever.
+LEFTOVER_OUTPUT_SECONDS = 5.0
 #: How a failure's one-line reason starts: the command line's, and a failing MPI rank's.
 ERROR_PREFIXES = ("streamtrain: error:", "[streamtrain] error:")
 
@@ -155,8 +159,7 @@ def run_streaming(argv: Sequence[str], on_line: Callable[[str], None], *, env: d
     lines: collections.deque[str] = collections.deque(maxlen=2000)
     try:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
+        for line in _output_lines(proc):
             lines.append(line)
             on_line(line)
         rc = proc.wait()
@@ -172,3 +175,27 @@ def run_streaming(argv: Sequence[str], on_line: Callable[[str], None], *, env: d
     if rc != 0:
         raise CommandFailed(argv, rc, list(lines))
     return list(lines)
+
+
+def _output_lines(proc: subprocess.Popen):
+    """The lines ``proc`` writes to its stdout pipe, until every writer has closed it or
+    :data:`LEFTOVER_OUTPUT_SECONDS` after the leader exited, whichever comes first."""
+    fd = proc.stdout.fileno()
+    pending = b""
+    stop_at = None
+    while True:
+        if stop_at is None and proc.poll() is not None:
+            stop_at = time.monotonic() + LEFTOVER_OUTPUT_SECONDS
+        wait = 0.5 if stop_at is None else stop_at - time.monotonic()
+        if wait <= 0:
+            break
+        readable, _, _ = select.select([fd], [], [], wait)
+        if not readable:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        *complete, pending = (pending + chunk).split(b"\n")
+        yield from (line.decode(errors="replace") for line in complete)
+    if pending:
+        yield pending.decode(errors="replace")

@@ -36,6 +36,21 @@ def test_failure_names_exit_code_and_last_lines():
     assert "line 49" in msg and "line 5\n" not in msg  # only the tail
 
 
+def test_a_child_holding_the_pipe_is_read_then_killed(tmp_path, monkeypatch):
+    """A launcher that outlives its leader still gets its last line read, but cannot keep the
+    caller waiting: once the leader is gone, output is read for a bounded time, then the group
+    is killed."""
+    monkeypatch.setattr("trainer.process.LEFTOVER_OUTPUT_SECONDS", 1.0)
+    pidfile = tmp_path / "pid"
+    script = (f"(sleep 0.3; echo late line; sleep 300) & echo $! > {pidfile}; echo leader done")
+    started = time.monotonic()
+    lines = run_streaming(["bash", "-c", script], lambda _: None)
+    assert lines == ["leader done", "late line"]
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert not _alive(int(pidfile.read_text()))
+
+
 def test_kill_group_reaches_grandchildren(tmp_path):
     pidfile = tmp_path / "pids"
     # a leader that starts two children ignoring SIGTERM's default in the shell (like mpiexec ranks)
