@@ -200,6 +200,39 @@ def test_series_window_and_missing_hours(client):
     assert [p["hour_str"] for p in early["points"]] == [hs(o) for o in (0, 1, 2, 3, 4, 7)]
 
 
+def test_empty_hours_are_shown_as_chain_shows_them(tmp_path, auth_manager, token):
+    from trainer import store
+    from trainer.store.verify import settled_hours
+
+    make_store(tmp_path / "gaps", "gaps", 6, missing=(2,), empty=(3, 4))
+    store.mark_empty(tmp_path / "gaps", START + 9, "the job found 0 rows")  # the store's own path
+    models = [data.ModelRef("gaps", "gaps.toml", str(tmp_path / "gaps"), "streamtrain_gaps")]
+    c = TestClient(ui_app.create_app(models=lambda: models))
+    c.headers["Authorization"] = f"Bearer {token}"
+    want = settled_hours(tmp_path / "gaps")  # what `streamtrain chain --json` lists
+    assert [h["hour_str"] for h in want["empty_hours"]] == [hs(3), hs(4), hs(9)]
+
+    model = c.get("/api/models/gaps").json()
+    assert (model["versions"], model["missing"], model["empty"]) == (6, 1, 3)
+    series = c.get("/api/models/gaps/series?hours=24").json()
+    assert series["empty"] == [{k: h[k] for k in ("hour", "hour_str", "reason")}
+                               for h in want["empty_hours"]]
+    assert series["empty"][2]["reason"] == "the job found 0 rows"
+    assert [m["hour_str"] for m in series["missing"]] == [hs(2)]
+    assert series["end"] == hs(9)  # an empty hour after the head still ends the window
+
+    page = c.get("/models/gaps").text
+    assert "<b>empty hours</b>3</div>" in page
+    unversioned = page.split('id="unversioned"')[1].split("</table>")[0]
+    empty_row = unversioned.split('<tr class="empty">')[1].split("</tr>")[0]
+    assert [f'data-hour="{h["hour_str"]}"' in empty_row for h in want["empty_hours"]] == [True] * 3
+    assert 'title="the job found 0 rows"' in empty_row and hs(2) not in empty_row
+    assert f'data-hour="{hs(2)}"' in unversioned.split('<tr class="missing">')[1].split("</tr>")[0]
+    assert "Empty hours in window:" in page
+    listing = c.get("/").text.split('data-model="gaps"')[1].split("</tr>")[0]
+    assert '<td class="c-empty">3</td>' in listing
+
+
 def test_run_lookup(client):
     body = client.get(f"/streamtrain/api/runs/streamtrain_demo/{run_id(START + 31)}").json()
     assert body["model"] == "demo"

@@ -155,7 +155,7 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
     def summary(request: Request, m: data.ModelRef) -> dict:
         out = {"name": m.name, "dag_id": m.dag_id, "config_path": m.config_path,
                "model_dir": m.model_dir, "error": m.error, "versions": 0, "missing": 0,
-               "head": None, "freshness": data.freshness(None),
+               "empty": 0, "head": None, "freshness": data.freshness(None),
                "dag_url": f"{airflow_base(request)}/dags/{quote(m.dag_id, safe='')}"}
         if m.error:
             return out
@@ -165,6 +165,7 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
             out["error"] = str(err)
             return out
         out["versions"], out["missing"] = len(chain.versions), len(chain.missing)
+        out["empty"] = len(chain.unversioned["empty_hours"])
         if chain.head is not None:
             out["head"] = with_links(request, data.version_row(m.model_dir, chain.head))
             out["freshness"] = data.freshness(chain.head.hour)
@@ -312,6 +313,7 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
 
         chart_q = urlencode({"hours": hours, **({"end": end} if end else {})})
         return html("model.html", request, model=summary(request, m), listing=listing,
+                    unversioned=chain_of(m).unversioned,
                     window=win, hours=hours, windows=WINDOWS, link=link,
                     charts=[(c, t, f"{base}/charts/{c}.svg?{chart_q}")
                             for c, t in charts.CHARTS.items()],
