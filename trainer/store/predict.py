@@ -54,13 +54,14 @@ def model_table(chain):
     return table
 
 
-def input_files(input_path: str) -> tuple:
+def input_files(input_path: str, s3=None) -> tuple:
     """The ``Partition`` view and the data files of ``input_path``: one Parquet file, or a
     folder whose data files (names not starting with ``_`` or ``.``) are read by name, as the
-    job reads a partition (no ``_SUCCESS`` needed)."""
+    job reads a partition (no ``_SUCCESS`` needed). A local path or a pyarrow URI (``s3://…``
+    with the config's ``[s3]`` settings)."""
     from trainer import partition
 
-    fs, path = partition.open_root(input_path)
+    fs, path = partition.open_root(input_path, s3)
     part = partition.Partition(data_root=input_path, hour=-1, fs=fs, path=path)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.Directory:
@@ -109,7 +110,7 @@ def predict(cfg, version: str | None, input_path: str, output_path: str, *,
     columns = cfg.columns
     if dataclasses.is_dataclass(columns) and getattr(columns, "bad_rows", "fail") != "fail":
         columns = dataclasses.replace(columns, bad_rows="fail")
-    part, files = input_files(input_path)
+    part, files = input_files(input_path, getattr(cfg, "s3", None))
     labelled = bool(columns.label) and _has_column(part.fs, files[0].path, columns.label)
     if not labelled:
         columns = dataclasses.replace(columns, label="")  # unlabelled rows: scored, no metrics
