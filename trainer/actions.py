@@ -5,7 +5,6 @@ it is run. Each is safe to repeat (a retry or a cleared task never applies an ho
 """
 from __future__ import annotations
 
-import json
 import sys
 
 from trainer import store
@@ -85,11 +84,12 @@ def chain_command(cfg: ModelConfig, verify: bool = False, as_json: bool = False)
 
 
 def predict(cfg: ModelConfig, version: str, input_path: str, output_path: str) -> str:
-    """Score a Parquet file of the input schema with a committed version ("head" = newest)."""
+    """Score a Parquet file or folder of the input schema (the label column optional) with a
+    committed version ("head" = newest; "v1" = "v000001"); the summary as strict JSON."""
+    from trainer.store.jsonsafe import strict_dumps
     from trainer.store.predict import predict as score
 
-    summary = score(cfg, None if version == "head" else version, input_path, output_path)
-    return json.dumps(summary)
+    return strict_dumps(score(cfg, version, input_path, output_path))
 
 
 def prune(cfg: ModelConfig, keep_bases: int | None = None) -> str:

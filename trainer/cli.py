@@ -84,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="re-check every checksum and link")
     p.add_argument("--json", action="store_true")
 
-    p = command("predict", "score a Parquet file with a committed version")
-    p.add_argument("--version", default="head")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    p = command("predict", "score Parquet rows (labelled or not) with a committed version")
+    p.add_argument("--version", default="head", help="head (default), v1, v000001 or 1")
+    p.add_argument("--input", required=True,
+                   help="a Parquet file, or a folder (a partition): every data file of it, by name")
+    p.add_argument("--output", required=True, help="Parquet file written: pred, label")
 
     p = command("prune", "remove versions that no load needs")
     p.add_argument("--keep-bases", type=int, default=None)

@@ -349,12 +349,7 @@ def _load_table(cfg, plan: HourPlan, roles: Roles):
     if plan.parent is None:
         return table, None
     chain = store.load_chain(cfg.model_dir, head=plan.parent, num_shards=cfg.table_num_shards)
-    mine = _my_shards(cfg, roles)
-    table.reserve(chain.admitted_rows(mine))  # the base's rows: no rehash while loading them
-    # per shard: base, then deltas in order; the next files are read, checked and decoded on
-    # threads while this one is loaded (SparseTable.load releases the GIL)
-    for _shard, _version, columns in chain.iter_shards(mine):
-        table.load(columns)
+    chain.load_into(table, _my_shards(cfg, roles))
     table.mark_saved()
     return table, chain
 

@@ -297,7 +297,7 @@ def dense_width(t: pa.DataType) -> int:
 
 
 def _roles(columns) -> list[tuple[str, str]]:
-    roles = [(columns.label, "label")]
+    roles = [(columns.label, "label")] if columns.label else []  # "" = unlabelled (predict)
     if columns.show:
         roles.append((columns.show, "show"))
     sequences = getattr(columns, "sequences", None) or {}

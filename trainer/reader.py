@@ -242,7 +242,7 @@ class _RowGroupReader:
         self.slot_ids = slot_ids(columns)
         self.sequences = dict(getattr(columns, "sequences", None) or {})
         self.fields = pooling_fields(columns)
-        self.names = [columns.label] + ([columns.show] if columns.show else []) + list(columns.slots) + list(columns.dense)
+        self.names = ([columns.label] if columns.label else []) + ([columns.show] if columns.show else []) + list(columns.slots) + list(columns.dense)
         self._open_path = None
         self._pf = None
         self._handle = None
@@ -287,13 +287,17 @@ class _RowGroupReader:
             reasons.append(f"{column}: {why}")
             code[mask & (code < 0)] = len(reasons) - 1
 
-        # label
-        lab = _to_array(table.column(self.columns.label))
-        lnull = lab.is_null().to_numpy(zero_copy_only=False)
-        lval = pc.cast(lab, pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
-        flag(lnull, self.columns.label, "label is null")
-        flag(~lnull & ~((lval == 0) | (lval == 1)), self.columns.label, "label must be 0 or 1", lval)
-        labels = lval.astype(np.float32)
+        # label ("" = unlabelled rows, which only predict reads: labels read as 0)
+        if self.columns.label:
+            lab = _to_array(table.column(self.columns.label))
+            lnull = lab.is_null().to_numpy(zero_copy_only=False)
+            lval = pc.cast(lab, pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
+            flag(lnull, self.columns.label, "label is null")
+            flag(~lnull & ~((lval == 0) | (lval == 1)), self.columns.label, "label must be 0 or 1",
+                 lval)
+            labels = lval.astype(np.float32)
+        else:
+            labels = np.zeros(n, np.float32)
         # show
         if self.columns.show:
             sh = _to_array(table.column(self.columns.show))

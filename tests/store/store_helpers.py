@@ -90,7 +90,8 @@ def snapshot(model_dir):
 
 
 def reference_apply(exports):
-    """Python reference of SparseTable.load in order (tests only, small n): dict feature -> row."""
+    """Python reference of SparseTable.load in order (tests only, small n): dict feature -> the
+    admitted row's weights."""
     table = {}
     for cols in exports:
         for i in range(cols["key"].shape[0]):
@@ -98,7 +99,7 @@ def reference_apply(exports):
             st = int(cols["state"][i])
             if st == 0:
                 table[f] = cols["weights"][i].copy()
-            elif st == 2:
+            else:  # a pending entry (1) replaces the row too; a tombstone (2) removes both
                 table.pop(f, None)
     return table
 

@@ -1,5 +1,6 @@
 """The ``streamtrain`` command line: every command, one-line errors, and a day of the chain."""
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -80,6 +81,25 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
     assert scored.num_rows == pq.read_metadata(sample).num_rows
     preds = scored.column("pred").to_numpy()
     assert ((preds > 0) & (preds < 1)).all()
+    summary = json.loads(proc.stdout)
+    assert summary["labelled"] is True and 0 < summary["metrics"]["auc"] < 1
+    # the whole partition folder, with the version written short; then the rows without labels
+    folder = f"{cfg.data_root}/{partition_relpath(late)}"
+    proc = streamtrain("predict", "--config", str(path), "--version", "v3", "--input", folder,
+                       "--output", str(tmp_path / "folder.parquet"))
+    assert proc.returncode == 0, proc.stderr
+    data_files = sorted(p for p in os.listdir(folder) if not p.startswith(("_", ".")))
+    assert json.loads(proc.stdout)["files"] == len(data_files)
+    rows = sum(pq.read_metadata(f"{folder}/{p}").num_rows for p in data_files)
+    assert pq.read_table(tmp_path / "folder.parquet").num_rows == rows
+    pq.write_table(pq.read_table(sample).drop_columns([cfg.columns.label]), tmp_path / "nolabel.parquet")
+    proc = streamtrain("predict", "--config", str(path), "--version", "v000003", "--input",
+                       str(tmp_path / "nolabel.parquet"), "--output", str(tmp_path / "nl.parquet"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["labelled"] is False
+    unlabelled = pq.read_table(tmp_path / "nl.parquet")
+    assert unlabelled.column("pred").to_numpy().tolist() == preds.tolist()
+    assert unlabelled.column("label").null_count == unlabelled.num_rows
 
     published = [json.loads(l) for l in open(f"{cfg.model_dir}/donefile")]
     assert [p["version"] for p in published] == ["v000001", "v000002", "v000003"]

@@ -1,7 +1,10 @@
 """The streamtrain UI app (JSON endpoints, pages, charts, auth) on synthetic model stores."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import re
 import time
 
 import pytest
@@ -69,15 +72,29 @@ def hs(offset: int) -> str:
 # ----------------------------------------------------------------------------- auth
 
 
-@pytest.mark.parametrize("path", ["/streamtrain/", "/streamtrain/api/models",
-                                  "/streamtrain/models/demo", "/streamtrain/api/models/demo/versions",
-                                  "/streamtrain/models/demo/charts/quality.svg",
-                                  "/streamtrain/runs/streamtrain_demo/x"])
+PROTECTED = ["/streamtrain/", "/streamtrain/api/models", "/streamtrain/models/demo",
+             "/streamtrain/api/models/demo/versions", "/streamtrain/models/demo/charts/quality.svg",
+             "/streamtrain/runs/streamtrain_demo/x", "/streamtrain/api/openapi.json",
+             "/streamtrain/docs", "/streamtrain/redoc", "/streamtrain/docs/oauth2-redirect",
+             "/streamtrain/openapi.json", "/streamtrain/no/such/page"]
+
+
+@pytest.mark.parametrize("path", PROTECTED)
 def test_no_credentials_is_401(client, path):
     del client.headers["Authorization"]
     r = client.get(path)
     assert r.status_code == 401
     assert "v0000" not in r.text and "auc" not in r.text  # nothing of the store leaks
+    assert '"paths"' not in r.text and "/api/models/{name}" not in r.text  # nor of the API
+
+
+def test_openapi_schema_for_the_authenticated(client):
+    schema = client.get("/streamtrain/api/openapi.json").json()
+    assert schema["info"]["title"] == "streamtrain UI"
+    assert "/api/models/{name}/versions" in schema["paths"]
+    assert "/api/openapi.json" not in schema["paths"] and "/{path}" not in schema["paths"]
+    # no documentation pages (their scripts come from a CDN): not found, once authenticated
+    assert client.get("/streamtrain/docs").status_code == 404
 
 
 def test_bad_or_expired_token_is_refused(client, auth_manager):
@@ -183,6 +200,39 @@ def test_series_window_and_missing_hours(client):
     assert [p["hour_str"] for p in early["points"]] == [hs(o) for o in (0, 1, 2, 3, 4, 7)]
 
 
+def test_empty_hours_are_shown_as_chain_shows_them(tmp_path, auth_manager, token):
+    from trainer import store
+    from trainer.store.verify import settled_hours
+
+    make_store(tmp_path / "gaps", "gaps", 6, missing=(2,), empty=(3, 4))
+    store.mark_empty(tmp_path / "gaps", START + 9, "the job found 0 rows")  # the store's own path
+    models = [data.ModelRef("gaps", "gaps.toml", str(tmp_path / "gaps"), "streamtrain_gaps")]
+    c = TestClient(ui_app.create_app(models=lambda: models))
+    c.headers["Authorization"] = f"Bearer {token}"
+    want = settled_hours(tmp_path / "gaps")  # what `streamtrain chain --json` lists
+    assert [h["hour_str"] for h in want["empty_hours"]] == [hs(3), hs(4), hs(9)]
+
+    model = c.get("/api/models/gaps").json()
+    assert (model["versions"], model["missing"], model["empty"]) == (6, 1, 3)
+    series = c.get("/api/models/gaps/series?hours=24").json()
+    assert series["empty"] == [{k: h[k] for k in ("hour", "hour_str", "reason")}
+                               for h in want["empty_hours"]]
+    assert series["empty"][2]["reason"] == "the job found 0 rows"
+    assert [m["hour_str"] for m in series["missing"]] == [hs(2)]
+    assert series["end"] == hs(9)  # an empty hour after the head still ends the window
+
+    page = c.get("/models/gaps").text
+    assert "<b>empty hours</b>3</div>" in page
+    unversioned = page.split('id="unversioned"')[1].split("</table>")[0]
+    empty_row = unversioned.split('<tr class="empty">')[1].split("</tr>")[0]
+    assert [f'data-hour="{h["hour_str"]}"' in empty_row for h in want["empty_hours"]] == [True] * 3
+    assert 'title="the job found 0 rows"' in empty_row and hs(2) not in empty_row
+    assert f'data-hour="{hs(2)}"' in unversioned.split('<tr class="missing">')[1].split("</tr>")[0]
+    assert "Empty hours in window:" in page
+    listing = c.get("/").text.split('data-model="gaps"')[1].split("</tr>")[0]
+    assert '<td class="c-empty">3</td>' in listing
+
+
 def test_run_lookup(client):
     body = client.get(f"/streamtrain/api/runs/streamtrain_demo/{run_id(START + 31)}").json()
     assert body["model"] == "demo"
@@ -211,6 +261,31 @@ def test_model_page_shows_the_chain_and_charts(client):
     assert f'<td class="c-copc">{expected(29)["copc"]:.3f}</td>' in row
     assert "page 1 / 6" in page and "older ›" in page
     assert f"{hs(5)}</span>" in page  # missing hours of the window are listed
+
+
+HTML_PAGES = ["/streamtrain/", "/streamtrain/models/demo", "/streamtrain/models/demo?page=3",
+              f"/streamtrain/runs/streamtrain_demo/{run_id(START + 3)}", "/streamtrain/runs/x/y",
+              "/streamtrain/models/nope", "/streamtrain/models/broken", "/streamtrain/docs"]
+
+
+@pytest.mark.parametrize("path", HTML_PAGES)
+@pytest.mark.parametrize("logged_in", [True, False])
+def test_every_html_page_sends_a_script_free_csp(client, path, logged_in):
+    if not logged_in:
+        del client.headers["Authorization"]  # the 401 page is a page too
+    r = client.get(path)
+    assert "text/html" in r.headers["content-type"]
+    csp = dict(part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'none'" and "script-src" not in csp  # no script may run
+    assert csp["frame-ancestors"] == "'self'" and csp["base-uri"] == "'none'"
+    assert csp["img-src"] == "'self'"
+    assert "<script" not in r.text.lower() and not re.search(r"\son[a-z]+=", r.text)
+    assert " style=" not in r.text  # inline style attributes would need 'unsafe-inline'
+    # the page's one stylesheet is the one the policy's hash allows
+    (css,) = re.findall(r"<style>(.*?)</style>", r.text, re.S)
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert csp["style-src"] == f"'sha256-{digest}'"
+    assert r.headers["x-content-type-options"] == "nosniff"
 
 
 def test_chart_svg_marks_missing_hours(client):

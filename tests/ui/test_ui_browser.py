@@ -119,6 +119,27 @@ def test_unauthenticated_access_is_refused(server, path):
     assert httpx.get(server + path, headers={"Authorization": "Bearer forged"}).status_code == 403
 
 
+FRAME = "document.querySelector('iframe').contentDocument"
+
+
+def log_in(page, server: str) -> None:
+    """Through Airflow's own login form, landing on the plugin's nav entry (its models list in
+    Airflow's frame)."""
+    page.goto(f"{server}/auth/login?next=/plugin/streamtrain")
+    page.wait_for("document.querySelector('input[name=password]') !== null")
+    page.type_into("input[name=username]", USER)
+    page.type_into("input[name=password]", PASSWORD)
+    page.wait_for("!document.querySelector('button[type=submit]').disabled")
+    page.eval("document.querySelector('button[type=submit]').click()")
+    page.wait_for("location.pathname === '/plugin/streamtrain'")
+    wait_in_frame(page, "#models tbody tr")
+
+
+def wait_in_frame(page, selector: str) -> None:
+    page.wait_for(f"(() => {{ try {{ return {FRAME}.querySelectorAll({selector!r}).length; }}"
+                  f" catch (e) {{ return 0; }} }})()")
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
 def test_browser_logs_in_and_reads_the_chain_and_charts(server):
     ARTIFACTS.mkdir(exist_ok=True)
@@ -133,17 +154,8 @@ def test_browser_logs_in_and_reads_the_chain_and_charts(server):
         assert page.eval("document.body.innerText.includes('v0000')") is False
 
         # log in through Airflow's own login page, landing on the plugin's nav entry
-        page.goto(f"{server}/auth/login?next=/plugin/streamtrain")
-        page.wait_for("document.querySelector('input[name=password]') !== null")
-        page.type_into("input[name=username]", USER)
-        page.type_into("input[name=password]", PASSWORD)
-        page.wait_for("!document.querySelector('button[type=submit]').disabled")
-        page.eval("document.querySelector('button[type=submit]').click()")
-        page.wait_for("location.pathname === '/plugin/streamtrain'")
-        frame = "document.querySelector('iframe').contentDocument"
-        page.wait_for(f"(() => {{ try {{ return {frame}.querySelectorAll('#models tbody tr').length; }}"
-                      f" catch (e) {{ return 0; }} }})()")
-        row = page.eval(f"{frame}.querySelector('#models tr[data-model=demo]').innerText")
+        log_in(page, server)
+        row = page.eval(f"{FRAME}.querySelector('#models tr[data-model=demo]').innerText")
         assert "v000061" in row and f"{head['auc']:.4f}" in row and "60" in row
         nav = page.eval("Array.from(document.querySelectorAll('nav a, a')).map(a => a.innerText)"
                         ".join('|')")
@@ -184,3 +196,81 @@ def test_browser_logs_in_and_reads_the_chain_and_charts(server):
         auc = page.eval("document.querySelector('#run-versions td.c-auc').innerText")
         assert auc == f"{expected(39)['auc']:.4f}"  # hour offset 40 = version 39 (2 missing)
         page.screenshot(str(ARTIFACTS / "ui-run-view.png"))
+
+
+#: every table of a page: the box it is shown in (its ``.scroll`` wrapper, else itself), how far
+#: it reaches past that box, how many cells hide text, and how far the page reaches past the window.
+TABLE_FIT = """(doc => { const view = doc.defaultView;
+  return Array.from(doc.querySelectorAll('table')).map(t => {
+    const wrap = t.closest('.scroll'), box = (wrap || t).getBoundingClientRect();
+    const cells = Array.from(t.querySelectorAll('th, td'));
+    return {id: t.id, right: box.right, left: box.left, viewport: view.innerWidth,
+            overflow: wrap ? wrap.scrollWidth - wrap.clientWidth : 0,
+            clipped: cells.filter(c => c.scrollWidth > c.clientWidth + 1).length,
+            page_overflow: doc.documentElement.scrollWidth - doc.documentElement.clientWidth};
+  }); })(DOC)"""
+
+
+def assert_tables_fit(page, doc: str, where: str) -> list[dict]:
+    """Nothing of any table is cut at this window width: each table lies inside the viewport,
+    the page itself does not scroll sideways (in Airflow's frame a wider page is cut off),
+    no cell hides text, and no column hides behind the table's own sideways scroll (whose bar
+    sits under the last of 50 rows, out of sight)."""
+    tables = page.eval(TABLE_FIT.replace("DOC", doc))
+    assert tables, where
+    for t in tables:
+        assert t["page_overflow"] <= 0, (where, t)
+        assert 0 <= t["left"] and t["right"] <= t["viewport"], (where, t)
+        assert t["clipped"] == 0, (where, t)
+        assert t["overflow"] <= 0, (where, t)
+    return tables
+
+
+CSP_PROBE = ("window.__csp = []; document.addEventListener('securitypolicyviolation',"
+             " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
+def test_tables_fit_a_1280_px_window_and_the_csp_holds(server):
+    """At a 1,280 px window, in Airflow's frame and on their own: the models list, the chain
+    table (with its "Airflow run" column) and the run view fit; the pages work under their
+    Content-Security-Policy (styles and charts load, nothing is reported) and an injected
+    inline script is refused by the browser."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Chromium() as browser:
+        page = browser.new_page(width=1280, height=900)
+        page.on_new_document(CSP_PROBE)
+        log_in(page, server)
+        assert_tables_fit(page, FRAME, "models list in Airflow's frame")
+
+        # the model page inside Airflow's frame, as a user reaches it from the list
+        page.eval(f"{FRAME}.querySelector('#models a[href*=\"/models/demo\"]').click()")
+        wait_in_frame(page, "#chain tbody tr")
+        page.wait_for(f"Array.from({FRAME}.images).every(i => i.complete && i.naturalWidth > 0)")
+        fit = {t["id"]: t for t in assert_tables_fit(page, FRAME, "model page in Airflow's frame")}
+        assert {"chain", "unversioned"} <= set(fit)
+        run_link = page.eval(f"(() => {{ const a = {FRAME}.querySelector('#chain tbody tr a');"
+                             " const r = a.getBoundingClientRect(); return [r.width, r.height]; })()")
+        assert run_link[0] > 0 and run_link[1] > 0
+        time.sleep(0.5)
+        page.screenshot(str(ARTIFACTS / "ui-model-in-airflow-1280.png"), full_page=False)
+
+        for path, where in [("/streamtrain/", "models list"),
+                            ("/streamtrain/models/demo?per_page=50", "model page"),
+                            (f"/streamtrain/runs/streamtrain_demo/{run_id(START + 40)}", "run view")]:
+            page.goto(server + path)
+            page.wait_for("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            assert_tables_fit(page, "document", where)
+            # the hashed stylesheet applies (a CSP refusing it would leave the defaults)
+            assert page.eval("getComputedStyle(document.querySelector('th')).backgroundColor") \
+                == "rgb(247, 250, 252)", where
+            assert page.eval("window.__csp") == [], where
+        page.screenshot(str(ARTIFACTS / "ui-run-view-1280.png"))
+
+        # the policy is really in force: an inline script put into the page does not run
+        ran = page.eval("(() => { const s = document.createElement('script');"
+                        " s.textContent = 'window.__ran = true'; document.body.appendChild(s);"
+                        " return window.__ran === true; })()")
+        assert ran is False
+        page.wait_for("window.__csp.length > 0")
+        assert page.eval("window.__csp")[0].startswith("script-src")

@@ -1,7 +1,7 @@
 """Synthetic model stores for the UI tests: a ledger plus one ``meta.json`` per version, with
 values that are simple functions of the version number so tests can check them exactly.
 
-Version ``i`` (1-based) trains data hour ``start + i - 1`` (skipping `missing` hours), is a full
+Version ``i`` (1-based) trains data hour ``start + i - 1`` (skipping `missing` and `empty` hours), is a full
 base when its hour of day is 0, and has::
 
     auc = 0.6 + i / 10_000      logloss = 0.5 - i / 100_000     rows = 1000 * i
@@ -19,6 +19,7 @@ from trainer.hours import hour_index, hour_str
 from trainer.store.layout import SCHEMA_VERSION
 
 START = hour_index("2026-11-01T00")
+REASONS = {"missing": "partition never completed", "empty": "partition has no rows"}
 
 
 def expected(i: int) -> dict:
@@ -34,9 +35,10 @@ def run_id(hour: int) -> str:
 
 
 def make_store(model_dir: Path, name: str, n: int, *, start: int = START,
-               missing: tuple[int, ...] = (), rollback_last: bool = False) -> list[dict]:
+               missing: tuple[int, ...] = (), empty: tuple[int, ...] = (),
+               rollback_last: bool = False) -> list[dict]:
     """Write `n` versions; hours in `missing` (offsets from `start`) are recorded as missing
-    instead. With `rollback_last`, the last version is rolled back and re-committed as
+    instead, hours in `empty` as empty (complete, no rows). With `rollback_last`, the last version is rolled back and re-committed as
     version ``n + 1`` for the same hour. Returns the ledger events written."""
     model_dir = Path(model_dir)
     (model_dir / "versions").mkdir(parents=True, exist_ok=True)
@@ -44,9 +46,10 @@ def make_store(model_dir: Path, name: str, n: int, *, start: int = START,
     i = 0
     while i < n:
         seq += 1
-        if hour - start in missing:
-            events.append({"seq": seq, "event": "missing", "hour": hour, "hour_str": hour_str(hour),
-                           "reason": "partition never completed"})
+        if hour - start in missing or hour - start in empty:
+            event = "missing" if hour - start in missing else "empty"
+            events.append({"seq": seq, "event": event, "hour": hour, "hour_str": hour_str(hour),
+                           "reason": REASONS[event], "recorded_at": "2026-11-27T00:00:00Z"})
             hour += 1
             continue
         i += 1

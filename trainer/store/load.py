@@ -4,8 +4,7 @@ On each server rank at job start::
 
     chain = load_chain(model_dir, num_shards=cfg.table_num_shards)
     my_shards = Chain.shards_for_rank(chain.num_shards, rank, num_servers)
-    for shard, version, cols in chain.iter_shards(my_shards):  # per shard: base, then deltas
-        table.load(cols)            # meanwhile the next files are read, checked and decoded
+    chain.load_into(table, my_shards)  # per shard: base, then deltas, through SparseTable.load
     dense = chain.read_dense()                         # the head's dense parameters
 
 ``load_chain`` checks every link (ledger order, parent, kind, meta.json pinned by sha256 in the
@@ -339,30 +338,24 @@ class Chain:
         for v in self.versions:
             check_version(self.layout, v.record, full=True)
 
-    def merged_shard(self, shard_id: int, columns=("key", "slot", "weights")) -> dict:
-        """The chain applied to one shard in numpy (what ``SparseTable.load`` in order would hold),
-        restricted to admitted rows; used by predict (no pstable, no optimizer state).
+    def load_into(self, table, shard_ids=None, *, weights_only: bool = False) -> None:
+        """Load ``shard_ids`` (default: every shard) of the chain into the pstable ``table``: per
+        shard the base, then every delta in order, through ``SparseTable.load``, the one
+        implementation of what an admitted row, a pending entry and a tombstone do (the
+        training job's servers and ``predict`` both load this way).
 
-        Last event per feature wins among admitted (0) and tombstone (2); pending entries (1) do
-        not touch an admitted row (as ``load``).
+        ``weights_only``: ``opt_state`` is neither read nor loaded (``predict``: the table's rule
+        must keep no state, e.g. ``sgd``).
         """
-        need = list(dict.fromkeys(("key", "slot", "state", *columns)))
-        parts = [self.read_shard(v.version, shard_id, columns=need) for v in self.versions]
-        if not parts:
-            return {c: np.zeros((0,), np.uint64) for c in columns}
-        cat = {c: np.concatenate([p[c] for p in parts]) for c in need}
-        keep = cat["state"] != C.STATE_PENDING
-        cat = {c: a[keep] for c, a in cat.items()}
-        n = cat["key"].shape[0]
-        order = np.arange(n)
-        idx = np.lexsort((order, cat["slot"], cat["key"]))
-        k, s = cat["key"][idx], cat["slot"][idx]
-        last = np.ones(n, bool)
-        if n:
-            last[:-1] = (k[1:] != k[:-1]) | (s[1:] != s[:-1])
-        sel = idx[last]
-        sel = sel[cat["state"][sel] == C.STATE_ADMITTED]
-        return {c: cat[c][sel] for c in columns}
+        shard_ids = list(range(self.num_shards or 0) if shard_ids is None else shard_ids)
+        table.reserve(self.admitted_rows(shard_ids))  # the base's rows: no rehash while loading
+        columns = [c for c in C.COLUMNS if c != "opt_state"] if weights_only else None
+        # the next files are read, checked and decoded on threads while this one is loaded
+        # (SparseTable.load releases the GIL)
+        for _shard, _version, cols in self.iter_shards(shard_ids, columns=columns):
+            if weights_only:
+                cols = dict(cols, opt_state=np.empty((cols["key"].shape[0], 0), np.float32))
+            table.load(cols)
 
 
 def load_chain(model_dir, *, head: str | None = None, num_shards: int | None = None,

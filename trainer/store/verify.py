@@ -83,7 +83,11 @@ def settled_hours(model_dir) -> dict:
     """``{"missing_hours": [...], "empty_hours": [...]}``: the hours recorded without a version
     (each ``{"hour", "hour_str", "reason", "recorded_at"}``), oldest first; an hour trained since
     it was recorded missing (backfilled) is left out."""
-    state = read_state(StoreLayout(model_dir))
+    return settled_hours_in(read_state(StoreLayout(model_dir)))
+
+
+def settled_hours_in(state) -> dict:
+    """:func:`settled_hours` of an already replayed ledger (the UI's chain shows the same)."""
     trained = set(state.by_hour) | set(state.pruned_hours)
 
     def rows(events):

@@ -2,14 +2,18 @@
 
 HTML pages (server-rendered, Jinja2 with autoescape, charts as matplotlib SVG) and the same data
 as JSON under ``/api/`` (documented in ``docs/ui.md``). Every route requires an authenticated
-Airflow user (:mod:`.auth`); every model-specific route also requires read access to the
-model's DAG.
+Airflow user (:mod:`.auth`), the OpenAPI schema included, and so does every other path (an
+unknown one answers 404 only once the user is known); every model-specific route also requires
+read access to the model's DAG. Every HTML page carries a Content-Security-Policy that allows no
+script at all, only the page's own stylesheet (pinned by its hash) and same-origin images.
 
 ``create_app(models=...)`` takes the model source as a callable so tests can serve a store
 without config files; the default lists ``STREAMTRAIN_CONFIG_DIR`` (see :mod:`.data`).
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -20,6 +24,7 @@ from urllib.parse import quote, urlencode
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from . import charts, data
 from .auth import can_read_dag, current_user, login_url, require_dag
@@ -33,6 +38,23 @@ MAX_PER_PAGE = 500
 WINDOWS = (24, 72, 168, 720, 2160)
 
 _TEMPLATES = Path(__file__).with_name("templates")
+#: the pages' one stylesheet, inlined in ``base.html`` and allowed by its hash
+_CSS = (_TEMPLATES / "ui.css").read_text()
+
+
+def content_security_policy(css: str = _CSS) -> str:
+    """The CSP of every HTML page: nothing runs (no script source at all), the only style is
+    `css` (by its sha256), images (the charts) and fetches come from this origin only, and only
+    the Airflow UI on the same origin may frame the page."""
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    return ("default-src 'none'; "
+            f"style-src 'sha256-{digest}'; "
+            "img-src 'self'; connect-src 'self'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+
+
+HTML_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": content_security_policy(),
+                "X-Content-Type-Options": "nosniff"}
 
 
 # --------------------------------------------------------------------------- formatting
@@ -88,7 +110,9 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
                   description="Model chains, per-hour metrics and charts of streamtrain models. "
                               "See docs/ui.md.",
                   dependencies=[Depends(current_user)],
-                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+                  # no Swagger/ReDoc pages: they load scripts from a CDN, which the CSP
+                  # forbids; the schema is served below, behind the same authentication
+                  docs_url=None, redoc_url=None, openapi_url=None)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -131,7 +155,7 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
     def summary(request: Request, m: data.ModelRef) -> dict:
         out = {"name": m.name, "dag_id": m.dag_id, "config_path": m.config_path,
                "model_dir": m.model_dir, "error": m.error, "versions": 0, "missing": 0,
-               "head": None, "freshness": data.freshness(None),
+               "empty": 0, "head": None, "freshness": data.freshness(None),
                "dag_url": f"{airflow_base(request)}/dags/{quote(m.dag_id, safe='')}"}
         if m.error:
             return out
@@ -141,6 +165,7 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
             out["error"] = str(err)
             return out
         out["versions"], out["missing"] = len(chain.versions), len(chain.missing)
+        out["empty"] = len(chain.unversioned["empty_hours"])
         if chain.head is not None:
             out["head"] = with_links(request, data.version_row(m.model_dir, chain.head))
             out["freshness"] = data.freshness(chain.head.hour)
@@ -167,8 +192,9 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
 
     def html(template: str, request: Request, status_code: int = 200, **ctx) -> HTMLResponse:
         ctx.update(root=root(request), airflow_base=airflow_base(request))
+        ctx.update(css=Markup(_CSS))
         return HTMLResponse(env.get_template(template).render(**ctx), status_code=status_code,
-                            headers={"Cache-Control": "no-store"})
+                            headers=HTML_HEADERS)
 
     # -- errors: HTML pages get an HTML error (with the login link on 401) -----------------
 
@@ -184,6 +210,11 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
                     login=login_url(request) if exc.status_code in (401, 403) else None)
 
     # -- JSON --------------------------------------------------------------------------
+
+    # FastAPI's own schema route is a bare Starlette route that skips the app's dependencies
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def api_openapi():
+        return app.openapi()
 
     @app.get("/api/models", summary="All models the user may read, with head and freshness")
     def api_models(request: Request):
@@ -282,6 +313,7 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
 
         chart_q = urlencode({"hours": hours, **({"end": end} if end else {})})
         return html("model.html", request, model=summary(request, m), listing=listing,
+                    unversioned=chain_of(m).unversioned,
                     window=win, hours=hours, windows=WINDOWS, link=link,
                     charts=[(c, t, f"{base}/charts/{c}.svg?{chart_q}")
                             for c, t in charts.CHARTS.items()],
@@ -292,6 +324,11 @@ def create_app(models: Callable[[], list[data.ModelRef]] | None = None,
     def page_run(request: Request, dag_id: str, run_id: str):
         info = run_json(request, dag_id, run_id)
         return html("run.html", request, run=info, phases=_phases(info["versions"]))
+
+    # last: any other path (``/docs`` included) authenticates first, then is not found
+    @app.get("/{path:path}", include_in_schema=False)
+    def not_found(path: str):
+        raise HTTPException(404, f"no page {'/' + path!r}")
 
     return app
 

@@ -124,13 +124,16 @@ class Missing:
 
 @dataclass
 class Chain:
-    """The live chain in training order, plus missing hours and rolled-back versions."""
+    """The live chain in training order, plus missing and empty hours and rolled-back versions."""
 
     model_dir: str
     versions: list[Version]
     missing: list[Missing]
     rolled_back: list[Version]
     stamp: tuple
+    #: ``{"missing_hours", "empty_hours"}`` not trained since, as ``streamtrain chain`` lists them
+    #: (``trainer.store.verify.settled_hours``)
+    unversioned: dict = field(default_factory=lambda: {"missing_hours": [], "empty_hours": []})
 
     @property
     def head(self) -> Version | None:
@@ -179,6 +182,7 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
     a damaged ledger raises :class:`StoreReadError` naming the file and the problem.
     """
     from trainer import store
+    from trainer.store.verify import settled_hours_in
 
     ledger = Path(model_dir) / "ledger.jsonl"
     stamp = _file_stamp(ledger)
@@ -204,7 +208,7 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
         str(model_dir), [version(v) for v in state.versions],
         [Missing(seq=int(ev["seq"]), hour=int(ev["hour"]), hour_str=_hs(ev),
                  reason=str(ev.get("reason", "")), event=ev) for ev in state.missing],
-        [version(v) for v in state.rolled_back], stamp)
+        [version(v) for v in state.rolled_back], stamp, unversioned=settled_hours_in(state))
     with _lock:
         _chain_cache[key] = chain
         _chain_cache.move_to_end(key)
@@ -315,9 +319,10 @@ def page_of(chain: Chain, page: int, per_page: int) -> tuple[list[Version], int]
 
 def series(chain: Chain, hours: int, end_hour: int | None = None) -> dict:
     """Per-data-hour points of the window ``(end_hour - hours, end_hour]`` (default: ending at the
-    newest data hour), sorted by data hour, with the missing hours of the same window. The window
-    never starts before the chain's first hour."""
-    candidates = [v.hour for v in chain.versions] + [m.hour for m in chain.missing]
+    newest data hour), sorted by data hour, with the missing and the empty hours of the same
+    window. The window never starts before the chain's first hour."""
+    candidates = ([v.hour for v in chain.versions] + [m.hour for m in chain.missing]
+                  + [h["hour"] for h in chain.unversioned["empty_hours"]])
     if end_hour is None:
         end_hour = max(candidates) if candidates else 0
     start_hour = end_hour - hours + 1
@@ -332,14 +337,13 @@ def series(chain: Chain, hours: int, end_hour: int | None = None) -> dict:
         points.append({"hour": v.hour, "hour_str": v.hour_str, "version": v.version,
                        "kind": v.kind, "bytes": row["bytes"], **row["metrics"],
                        "seconds": row["seconds"]})
-    missing = sorted(({"hour": m.hour, "hour_str": m.hour_str, "reason": m.reason}
-                      for m in chain.missing if start_hour <= m.hour <= end_hour),
-                     key=lambda m: m["hour"])
-    # an hour that was missing and later backfilled is no longer missing
     trained = {p["hour"] for p in points}
-    missing = [m for m in missing if m["hour"] not in trained]
     return {"start_hour": start_hour, "end_hour": end_hour, "start": _safe_hs(start_hour),
-            "end": _safe_hs(end_hour), "points": points, "missing": missing}
+            "end": _safe_hs(end_hour), "points": points,
+            **{kind: [{k: h[k] for k in ("hour", "hour_str", "reason")}
+                      for h in chain.unversioned[f"{kind}_hours"]
+                      if start_hour <= h["hour"] <= end_hour and h["hour"] not in trained]
+               for kind in ("missing", "empty")}}
 
 
 def _safe_hs(h: int) -> str:
