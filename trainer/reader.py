@@ -256,11 +256,13 @@ def read_groups(units: Iterable[WorkUnit], rows: int | None = None) -> Iterator[
     """
     rows = COALESCE_ROWS if rows is None else rows
     group: list[WorkUnit] = []
+    grouped = 0
     for unit in units:
-        if group and (unit.path != group[0].path or sum(u.rows for u in group) + unit.rows > rows):
+        if group and (unit.path != group[0].path or grouped + unit.rows > rows):
             yield group
-            group = []
+            group, grouped = [], 0
         group.append(unit)
+        grouped += unit.rows
     if group:
         yield group
 
