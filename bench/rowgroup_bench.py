@@ -19,14 +19,12 @@ The cost per row group is (tiny - large) / N.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from revisions import module_at  # noqa: E402
 from support import write_model_config  # noqa: E402
 from trainer import partition  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.gendata import generate_hour  # noqa: E402
 from trainer.hours import hour_index, hour_str, partition_relpath  # noqa: E402
-from trainer.reader import BatchReader  # noqa: E402
+from trainer import reader as this_reader  # noqa: E402
 
 HOUR = hour_index("2026-11-26T00")
 #: The last revision whose reader read (and checked) one row group at a time.
@@ -51,15 +50,7 @@ LAYOUTS = ("large", "tiny")  # one row group; one row per row group
 
 def reader_of(rev: str):
     """``trainer/reader.py`` of git revision `rev` as a module."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:trainer/reader.py"],
-                            check=True, capture_output=True, text=True).stdout
-    folder = Path(tempfile.mkdtemp(prefix="rowgroup-bench-"))
-    (folder / "reader_before.py").write_text(source)
-    spec = importlib.util.spec_from_file_location("reader_before", folder / "reader_before.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reader_before"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return module_at(rev, "trainer/reader.py", "reader_before")
 
 
 def make_configs(root: Path, rows: int) -> dict[str, Path]:
@@ -127,7 +118,7 @@ def main(argv=None) -> int:
         args.rows, args.repeats = 200, 1
     configs = make_configs(Path(args.root).resolve(), args.rows)
     before = reader_of(args.rev)
-    current = sys.modules["trainer.reader"]
+    current = this_reader
     for layout in LAYOUTS:  # warm-up: imports, page cache
         read_seconds(configs[layout], current)
     samples: dict[tuple[str, str], list[float]] = {}
