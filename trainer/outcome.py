@@ -1,4 +1,5 @@
-"""How a command ends: its exit code (listed in ``docs/exit-codes.md``) and the job's result line.
+"""How a command ends: its exit code (listed in ``docs/design.md``, "Exit codes") and the job's
+result line.
 
 ``run-hour`` passes the job's code through, so a wrapper can tell bad data from a busy hour from
 any other failure. The Airflow operators fail at once (no retry) on bad input and retry the rest.
