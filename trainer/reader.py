@@ -41,6 +41,7 @@ checks), so a file of many tiny row groups costs about what one large row group 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
 from typing import Iterable, Iterator, NamedTuple
 
@@ -509,26 +510,38 @@ class _Quarantine:
         table = table.append_column("_file", pa.array([file] * table.num_rows, pa.string()))
         table = table.append_column("_row", pa.array(rows, pa.int64()))
         table = table.append_column("_reason", pa.array(list(reasons), pa.string()))
-        if self.writer is None:
-            if "://" in self.path:
-                fs, where = pafs.FileSystem.from_uri(self.path)
-            else:
-                fs, where = pafs.LocalFileSystem(), os.path.abspath(self.path)
-                os.makedirs(os.path.dirname(where), exist_ok=True)
-            self.schema = table.schema
-            self.writer = pq.ParquetWriter(where, self.schema, filesystem=fs)
-        elif table.schema != self.schema:
+        if self.writer is not None and table.schema != self.schema:
             try:
                 table = table.cast(self.schema)
             except (pa.ArrowException, ValueError) as exc:
                 raise InputError(f"{file}: bad rows cannot join quarantine file {self.path} "
                                  f"(column types differ from an earlier file): {exc}", file=file) from None
-        self.writer.write_table(table)
+        with self._naming():
+            if self.writer is None:
+                if "://" in self.path:
+                    fs, where = pafs.FileSystem.from_uri(self.path)
+                else:
+                    fs, where = pafs.LocalFileSystem(), os.path.abspath(self.path)
+                    os.makedirs(os.path.dirname(where), exist_ok=True)
+                self.schema = table.schema
+                self.writer = pq.ParquetWriter(where, self.schema, filesystem=fs)
+            self.writer.write_table(table)
 
     def close(self):
         if self.writer is not None:
-            self.writer.close()
+            with self._naming():
+                self.writer.close()
             self.writer = None
+
+    @contextmanager
+    def _naming(self):
+        """A failed write (a full disk: Arrow's message names no file) names the quarantine file."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            if self.path in str(exc):
+                raise
+            raise OSError(f"quarantine file {self.path}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------

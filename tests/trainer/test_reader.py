@@ -281,3 +281,14 @@ def test_tiny_row_groups_are_read_together_into_the_same_batches(
 
 def _rows(batch) -> list[int]:
     return [r for _, first, n in batch.sources for r in range(first, first + n)]
+
+
+def test_a_quarantine_file_that_cannot_be_written_is_named(tmp_path, make_columns, base_table,
+                                                           write_partition):
+    cols = make_columns(slots=("user",), dense=("d0",), bad_rows="quarantine")
+    t = base_table(4)
+    write_partition(tmp_path / "data", {"a.parquet": t.set_column(0, "label", pa.array([0, 5, 1, 0]))})
+    (tmp_path / "blocked").write_text("a file where the quarantine folder should be")
+    q = tmp_path / "blocked" / "q.parquet"
+    with pytest.raises(OSError, match=f"quarantine file {q}: "):
+        list(read_batches(_units(tmp_path / "data", cols)[0], cols, 10, quarantine_path=str(q)))
