@@ -17,13 +17,11 @@ network (``jax.eval_shape``), and loading the compiled step.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from revisions import module_at  # noqa: E402
 from trainer.network import load  # noqa: E402
 from trainer.network.api import InputSpec  # noqa: E402
 from trainer.network.optimizer import DenseOptimizer  # noqa: E402
@@ -45,15 +44,7 @@ NUMPY_REV = "26267214912964015e4e0f1766af29d094cf7b65"  # the last commit with t
 
 def numpy_model(rev: str):
     """``trainer/model.py`` of git revision ``rev`` as a module."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:trainer/model.py"],
-                            check=True, capture_output=True, text=True).stdout
-    folder = Path(tempfile.mkdtemp(prefix="dense-ab-"))
-    (folder / "numpy_model.py").write_text(source)
-    spec = importlib.util.spec_from_file_location("numpy_model", folder / "numpy_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["numpy_model"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return module_at(rev, "trainer/model.py", "numpy_model")
 
 
 def batches(count: int, seed: int = 0):

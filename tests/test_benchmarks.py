@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import pstable_bench  # noqa: E402
+import rowgroup_bench  # noqa: E402
 import store_bench  # noqa: E402
 import train_bench  # noqa: E402
 
@@ -114,6 +115,17 @@ def test_train_bench_prints_both_layouts(tmp_path, capsys):
     for layout in ("dense-only bound", "1 server + 1 worker(s)", "1 server + 2 worker(s)"):
         line = next(line for line in out.splitlines() if line.startswith(layout))
         assert float(line[len(layout):].split()[0].replace(",", "")) > 0, line
+
+
+@pytest.mark.slow
+def test_rowgroup_bench_prints_every_measure(tmp_path, capsys):
+    """Real mpiexec jobs on one file of one-row row groups and on the same rows in one."""
+    assert rowgroup_bench.main(["--rows", "100", "--repeats", "1", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for measure in ("read, this tree", "read, cdecb27", "pyarrow alone", "train phase"):
+        line = next(line for line in out.splitlines() if line.startswith(measure))
+        large, tiny = (float(x.rstrip("s")) for x in line[len(measure):].split()[:2])
+        assert large > 0 and tiny > 0, line
 
 
 def test_row_layout_probe_layouts_read_the_same_rows(tmp_path):

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except CommandFailed as err:  # its output was streamed already: one line, its exit code
         print(f"streamtrain: error: {err.reason}", file=sys.stderr)
+        for line in err.details:  # then what the reason leaves out (the failing rank's traceback)
+            print(line, file=sys.stderr)
         return err.returncode if err.returncode > 0 else 128 - err.returncode  # killed: 128+sig
     except Exception as err:  # noqa: BLE001 - every failure: one line first, exit non-zero
         print(f"streamtrain: error: {err}", file=sys.stderr)

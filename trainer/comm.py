@@ -221,12 +221,37 @@ def unpack(packet: np.ndarray, *dtypes) -> list[np.ndarray]:
 
 def fail_job(comm: MPI.Comm, err: BaseException, exit_code: int = 1) -> None:
     """Print rank, host and cause (one line; then the traceback of an unexpected error, exit code
-    1) to stderr, then abort every rank of the job with `exit_code` (``mpiexec`` exits with it)."""
+    1) to stderr, then abort every rank of the job with `exit_code` (``mpiexec`` exits with it).
+
+    MPICH's ``MPI_Abort`` prints a line of its own ("Abort(1) on node 1 ... application called
+    MPI_Abort") that repeats nothing useful: this rank's stderr goes to /dev/null just before."""
     where = f"rank {comm.rank}/{comm.size} on {socket.gethostname()} (pid {os.getpid()})"
-    sys.stderr.write(f"[streamtrain] error: {where}: {type(err).__name__}: {err}\n")
+    sys.stderr.write(f"[streamtrain] error: {where}: {type(err).__name__}: {one_line(err)}\n")
     if exit_code == 1 or os.environ.get("STREAMTRAIN_TRACEBACK"):
         sys.stderr.write("".join(traceback.format_exception(err)))
     sys.stderr.flush()
     sys.stdout.flush()
     time.sleep(0.5)  # let mpiexec's proxy forward these lines before Abort tears the job down
+    _silence_stderr()
     comm.Abort(exit_code)
+
+
+def one_line(err: BaseException) -> str:
+    """`err`'s message on one line: an MPI error's stack keeps its first and last lines.
+
+    >>> one_line(RuntimeError("Other MPI error, error stack:\\nMPI_Test(...) failed\\n"
+    ...                       "copy_iovs(224)....: process_vm_readv failed (errno 3)"))
+    'Other MPI error, error stack: ... copy_iovs(224)....: process_vm_readv failed (errno 3)'
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip(" .:")]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0]} ... {lines[-1]}"
+
+
+def _silence_stderr() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        pass  # MPI's own line then shows; nothing is lost

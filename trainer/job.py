@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ import pstable
 import trainer
 from trainer import partition, store
 from trainer.comm import Backoff, Roles, Watchdog, fail_job, under_launcher
-from trainer.outcome import exit_code_of, result_line
+from trainer.outcome import exit_code_of, ranks_line, result_line
 from trainer.config import ModelConfig
 from trainer.hours import hour_of_day, hour_str
 from trainer.metrics import ProgressiveMetrics
@@ -132,6 +134,11 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
     started = time.perf_counter()
 
     jax_import = None if roles.is_server else _import_in_background("trainer.network.step")
+    with watchdog.waiting("every rank's pid and host"):
+        ranks = comm.gather(("server" if roles.is_server else "worker", os.getpid(),
+                             socket.gethostname()), root=0)
+    if roles.rank == 0:
+        print(ranks_line(ranks), flush=True)  # names a rank mpiexec later reports lost by pid
     plan = _plan_hour(cfg, hour, roles, force, job) if roles.rank == 0 else None
     with watchdog.waiting("the hour's plan from rank 0"):
         plan = comm.bcast(plan, root=0)

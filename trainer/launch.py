@@ -21,7 +21,8 @@ from pathlib import Path
 
 from trainer.config import ConfigError, ModelConfig, MpiConfig
 from trainer.hours import hour_str
-from trainer.process import CommandFailed, run_streaming
+from trainer.outcome import is_mpiexec_report
+from trainer.process import ERROR_PREFIXES, CommandFailed, run_streaming
 
 #: The launcher wrapper that names a lost host (runs ``$STREAMTRAIN_LAUNCHER_EXEC``, default ssh).
 HOSTEXEC = Path(__file__).with_name("hostexec.sh")
@@ -101,6 +102,36 @@ def placement_args(mpi: MpiConfig) -> list[str]:
     return args
 
 
+class JobLog:
+    """``run-hour``'s view of the job's output, so that a failure reads as one line, then one
+    traceback: lines go to stdout as they come, but from the first error on, what is not a
+    progress line (the failing rank's error line and traceback, ``mpiexec``'s report) is held,
+    to follow the one-line reason on stderr (:meth:`details`)."""
+
+    def __init__(self):
+        self.held: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        error = line.startswith(ERROR_PREFIXES) or is_mpiexec_report(line)
+        if error or (self.held and not line.startswith("[streamtrain] ")):
+            self.held.append(line)
+        else:
+            print(line, flush=True)
+
+    def details(self, err: CommandFailed) -> list[str]:
+        """The held lines but the one the reason was made of (and ``mpiexec``'s report, when
+        the reason names the rank it reported lost)."""
+        reason = err.first_error
+        drop_report = reason and not reason.startswith(ERROR_PREFIXES)
+        return [ln for ln in self.held if ln.strip() and ln != reason
+                and not (drop_report and is_mpiexec_report(ln))]
+
+    def flush(self) -> None:
+        for line in self.held:
+            print(line, flush=True)
+        self.held = []
+
+
 def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     """Train (under mpiexec), save and publish one hour: ``streamtrain run-hour``.
 
@@ -116,11 +147,14 @@ def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     try:
         command = mpiexec_command(cfg, hour, force, claim=claim.token)
         print(f"running: {shlex.join(command)}", flush=True)
+        log = JobLog()
         try:
-            lines = run_streaming(command, on_line=lambda line: print(line, flush=True))
-        except CommandFailed:
+            lines = run_streaming(command, on_line=log)
+        except CommandFailed as err:
             store.release_claim(cfg.model_dir, hour, claim.token, clean_staging=True)
+            err.details = log.details(err)
             raise
+        log.flush()
         outcome = parse_result(lines)
         if outcome is None:
             raise CommandFailed(command, 1, ["[streamtrain] error: the job exited 0 without a "

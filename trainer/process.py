@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import select
 import signal
 import subprocess
@@ -29,6 +30,8 @@ TAIL_LINES = 30
 LEFTOVER_OUTPUT_SECONDS = 5.0
 #: How a failure's one-line reason starts: the command line's, and a failing MPI rank's.
 ERROR_PREFIXES = ("streamtrain: error:", "[streamtrain] error:")
+#: ``trainer/hostexec.sh``'s line for a host whose processes died under the launcher.
+_LOST_HOST = re.compile(r"^\[streamtrain\] error: host \S+ lost: ")
 
 
 class CommandFailed(RuntimeError):
@@ -36,6 +39,8 @@ class CommandFailed(RuntimeError):
 
     def __init__(self, argv: Sequence[str], returncode: int, lines: Sequence[str]):
         self.argv, self.returncode, self.lines = list(argv), returncode, list(lines)
+        #: lines for the command line to print after its one-line reason (the traceback)
+        self.details: list[str] = []
         first = self.first_error
         reason = f": {first}" if first else ""
         tail = "\n".join(self.lines[-TAIL_LINES:])
@@ -47,8 +52,14 @@ class CommandFailed(RuntimeError):
 
     @property
     def first_error(self) -> str:
-        """The command's first one-line reason (a line starting with an error prefix), or ""."""
-        return next((ln for ln in self.lines if ln.startswith(ERROR_PREFIXES)), "")
+        """The command's one-line reason, or "": a lost host (``trainer/hostexec.sh``'s line),
+        else a lost rank (``mpiexec``'s report, :func:`trainer.outcome.lost_rank`: a surviving
+        rank's error is only the consequence), else the first line with an error prefix."""
+        from trainer.outcome import lost_rank
+
+        errors = [ln for ln in self.lines if ln.startswith(ERROR_PREFIXES)]
+        lost_host = next((ln for ln in errors if _LOST_HOST.match(ln)), "")
+        return lost_host or lost_rank(self.lines) or (errors[0] if errors else "")
 
     @property
     def reason(self) -> str:

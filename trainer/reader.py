@@ -26,15 +26,22 @@ Per batch of ``n`` rows and ``m`` feature occurrences:
 
 Bad input (see CONTRACT §1): a missing column, a wrong type or an unreadable file raises
 :class:`trainer.partition.InputError` naming file and column. Bad rows (label not 0/1 or null,
-show null or < 1, a NaN/inf dense value) raise :class:`BadRowError` naming file, column and row
-when ``bad_rows="fail"``; with ``"quarantine"`` they go to the quarantine Parquet file (the
-configured columns plus ``_file``, ``_row``, ``_reason``), are left out of the batches and counted
-in :attr:`BatchReader.stats`. Null dense cells take ``dense_fill`` and are counted.
+show null or < 1, a dense value NaN or infinite as float32) raise :class:`BadRowError` when
+``bad_rows="fail"``, naming file, column, row and the value seen of the first bad row in file order
+(a worker reads its row groups in file order; with several workers, of the share where one is met
+first); with ``"quarantine"`` they go to the quarantine Parquet file (the configured columns plus
+``_file``, ``_row`` and ``_reason``: every problem of the row with its value, ``"; "``-joined), are
+left out of the batches and counted in :attr:`BatchReader.stats`. Null dense cells take
+``dense_fill`` and are counted.
+
+Row groups smaller than :data:`COALESCE_ROWS` are read together (one decode, one pass of the
+checks), so a file of many tiny row groups costs about what one large row group does.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
 from typing import Iterable, Iterator, NamedTuple
 
@@ -233,6 +240,100 @@ def _to_array(col) -> pa.Array:
     return col
 
 
+#: Row groups smaller than this are read together, up to this many rows: one decode and one pass
+#: of the checks for all of them, so a file of many tiny row groups reads as fast as one of a few
+#: large ones (a row group at least this large is read alone).
+COALESCE_ROWS = 1 << 16
+
+
+def read_groups(units: Iterable[WorkUnit], rows: int | None = None) -> Iterator[list[WorkUnit]]:
+    """Consecutive units of one file, gathered up to `rows` rows (default
+    :data:`COALESCE_ROWS`; a larger unit alone).
+
+    >>> us = [WorkUnit("a", 0, 3, 0), WorkUnit("a", 2, 3, 6), WorkUnit("a", 3, 9, 9),
+    ...       WorkUnit("b", 0, 1, 0)]
+    >>> [[u.row_group for u in g] for g in read_groups(us, rows=6)]
+    [[0, 2], [3], [0]]
+    """
+    rows = COALESCE_ROWS if rows is None else rows
+    group: list[WorkUnit] = []
+    grouped = 0
+    for unit in units:
+        if group and (unit.path != group[0].path or grouped + unit.rows > rows):
+            yield group
+            group, grouped = [], 0
+        group.append(unit)
+        grouped += unit.rows
+    if group:
+        yield group
+
+
+class _RowProblems:
+    """The bad cells found in a chunk, check by check (label, show, then dense columns in order).
+
+    Each check is a mask of rows, the column, the generic reason (what ``ReadStats.reasons``
+    counts) and how to say it for one row, with the value seen."""
+
+    def __init__(self):
+        self._checks: list[tuple[np.ndarray, str, str, object, np.ndarray | None]] = []
+
+    def add(self, mask: np.ndarray, column: str, reason: str, say=None, values=None) -> None:
+        if mask.any():
+            self._checks.append((mask, column, reason, say, values))
+
+    def bad(self, n: int) -> np.ndarray:
+        out = np.zeros(n, bool)
+        for mask, *_ in self._checks:
+            out |= mask
+        return out
+
+    def _say(self, check, i: int) -> str:
+        _mask, _column, reason, say, values = check
+        return reason if say is None else say(values[i].item())
+
+    def first_error(self, path: str, row_map: np.ndarray) -> "BadRowError":
+        """The error naming the first bad row in file order (its first problem)."""
+        first = min(int(np.flatnonzero(c[0])[0]) for c in self._checks)
+        check = next(c for c in self._checks if c[0][first])
+        row, column = int(row_map[first]), check[1]
+        return BadRowError(f"{path}: column {column!r}, row {row}: {self._say(check, first)}",
+                           file=path, column=column, row=row)
+
+    def reasons_of(self, rows: np.ndarray) -> list[str]:
+        """For each of `rows` (bad, increasing): every problem of the row with its value, "; "."""
+        texts: list[list[str]] = [[] for _ in rows]
+        for check in self._checks:
+            for i in np.flatnonzero(check[0]):
+                texts[int(np.searchsorted(rows, i))].append(f"{check[1]}: {self._say(check, i)}")
+        return ["; ".join(t) for t in texts]
+
+    def counts(self) -> dict[str, int]:
+        """Bad rows per ``"column: reason"`` (a row with several problems counts under each)."""
+        rows: dict[str, np.ndarray] = {}
+        for mask, column, reason, _say, _values in self._checks:
+            key = f"{column}: {reason}"
+            rows[key] = rows[key] | mask if key in rows else mask
+        return {key: int(mask.sum()) for key, mask in rows.items()}
+
+
+def _got(what: str):
+    return lambda value: f"{what}, got {value!r}"
+
+
+def _non_finite(cell: str = ""):
+    """How a dense cell that is not finite as float32 is named: NaN, +inf, -inf, or the float64
+    value seen when only its float32 is infinite."""
+    where = f" {cell}" if cell else ""
+
+    def say(value: float) -> str:
+        if value != value:
+            return f"dense value{where} is NaN"
+        if value in (float("inf"), float("-inf")):
+            return f"dense value{where} is {value:+}"
+        return f"dense value{where} {value!r} is infinite as float32"
+    return say
+
+
 class _RowGroupReader:
     def __init__(self, columns, fs: pafs.FileSystem, bad_rows: str, dense_fill: float):
         self.columns = columns
@@ -256,6 +357,7 @@ class _RowGroupReader:
             except (pa.ArrowException, OSError) as exc:
                 raise InputError(f"{path}: not a readable Parquet file: {exc}", file=path) from None
             self._open_path = path
+            check_columns(self._pf.schema_arrow, self.columns, path)  # it may differ from planning
         return self._pf
 
     def close(self):
@@ -263,53 +365,84 @@ class _RowGroupReader:
             self._handle.close()
         self._handle = self._pf = self._open_path = None
 
-    def read(self, unit: WorkUnit, stats: ReadStats, quarantine) -> _Chunk:
-        path = unit.path
-        pf = self._file(path)
-        check_columns(pf.schema_arrow, self.columns, path)
+    def read(self, units: list[WorkUnit], stats: ReadStats, quarantine) -> _Chunk:
+        """Read `units` (row groups of one file, in file order: :func:`read_groups`) as one chunk."""
+        path = units[0].path
         try:
-            table = pf.read_row_group(unit.row_group, columns=self.names)
+            table = self._file(path).read_row_groups([u.row_group for u in units],
+                                                     columns=self.names)
         except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{path}: cannot read row group {unit.row_group}: {exc}", file=path) from None
-        n = table.num_rows
-        stats.rows_read += n
-        reasons: list[str] = []
-        code = np.full(n, -1, np.int32)  # first reason of each bad row
+            groups = ", ".join(str(u.row_group) for u in units)
+            raise InputError(f"{path}: cannot read row group(s) {groups}: {exc}",
+                             file=path) from None
+        row_map = np.concatenate([np.arange(u.first_row, u.first_row + u.rows, dtype=np.int64)
+                                  for u in units])
+        if row_map.size != table.num_rows:
+            raise InputError(f"{path}: row group(s) {[u.row_group for u in units]} hold "
+                             f"{table.num_rows} rows, the footer read at planning said "
+                             f"{row_map.size}", file=path)
+        stats.rows_read += table.num_rows
+        problems = _RowProblems()
+        labels, shows = self._labels_and_shows(table, problems)
+        dense = self._dense(table, problems, stats)
+        bad = problems.bad(table.num_rows)
+        if bad.any() and self.bad_rows == "fail":
+            raise problems.first_error(path, row_map)
+        keys, exs, flds, places, truncated = self._sparse(table)
+        if bad.any():
+            stats.bad_rows += int(bad.sum())
+            for reason, count in problems.counts().items():
+                stats.reasons[reason] = stats.reasons.get(reason, 0) + count
+            quarantine.write(table.filter(pa.array(bad)), path, row_map[bad],
+                             problems.reasons_of(np.flatnonzero(bad)))
+            keep = ~bad
+            new_index = np.cumsum(keep) - 1
+            labels, shows, dense, row_map = labels[keep], shows[keep], dense[keep], row_map[keep]
+            for i in range(len(keys)):
+                kf = keep[exs[i]]
+                keys[i], exs[i], flds[i] = keys[i][kf], new_index[exs[i][kf]], flds[i][kf]
+                places[i] = places[i][kf]
+            truncated = truncated[keep]
+        stats.truncated_ids += int(truncated.sum())
+        sizes = np.array([0] + [len(k) for k in keys], np.int64)
+        column = np.repeat(np.arange(len(keys), dtype=np.int32), sizes[1:])
+        return _Chunk(
+            labels=labels, shows=shows, dense=np.ascontiguousarray(dense),
+            keys=np.concatenate(keys) if keys else np.zeros(0, np.uint64),
+            slots=self.slot_ids[column], field=np.concatenate(flds) if flds else np.zeros(0, np.int32),
+            example=(np.concatenate(exs) if exs else np.zeros(0, np.int64)).astype(np.int32),
+            position=np.concatenate(places) if places else np.zeros(0, np.int32),
+            field_starts=np.cumsum(sizes), path=path, row_map=row_map,
+        )
 
-        def flag(mask: np.ndarray, column: str, why: str, values=None):
-            if not mask.any():
-                return
-            if self.bad_rows == "fail":
-                i = int(np.flatnonzero(mask)[0])
-                got = "" if values is None else f", got {values[i].item()!r}"
-                raise BadRowError(f"{path}: column {column!r}, row {unit.first_row + i}: {why}{got}",
-                                  file=path, column=column, row=unit.first_row + i)
-            reasons.append(f"{column}: {why}")
-            code[mask & (code < 0)] = len(reasons) - 1
-
-        # label ("" = unlabelled rows, which only predict reads: labels read as 0)
-        if self.columns.label:
-            lab = _to_array(table.column(self.columns.label))
+    def _labels_and_shows(self, table: pa.Table, problems: _RowProblems):
+        """float32 labels and shows (1 without a show column); their bad rows into `problems`."""
+        label = self.columns.label
+        if label:
+            lab = _to_array(table.column(label))
             lnull = lab.is_null().to_numpy(zero_copy_only=False)
             lval = pc.cast(lab, pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
-            flag(lnull, self.columns.label, "label is null")
-            flag(~lnull & ~((lval == 0) | (lval == 1)), self.columns.label, "label must be 0 or 1",
-                 lval)
-            labels = lval.astype(np.float32)
-        else:
-            labels = np.zeros(n, np.float32)
-        # show
-        if self.columns.show:
-            sh = _to_array(table.column(self.columns.show))
-            snull = sh.is_null().to_numpy(zero_copy_only=False)
-            sval = pc.cast(sh, pa.float64()).fill_null(1).to_numpy(zero_copy_only=False)
-            flag(snull, self.columns.show, "show is null")
-            flag(~snull & (sval < 1), self.columns.show, "show must be an integer >= 1", sval)
-            shows = sval.astype(np.float32)
-        else:
-            shows = np.ones(n, np.float32)
-        # dense
-        dense_cols = []
+            problems.add(lnull, label, "label is null")
+            problems.add(~lnull & ~((lval == 0) | (lval == 1)), label, "label must be 0 or 1",
+                         _got("label must be 0 or 1"), lval)
+        else:  # "" = unlabelled rows, which only predict reads: labels read as 0
+            lval = np.zeros(table.num_rows, np.float64)
+        if not self.columns.show:
+            return lval.astype(np.float32), np.ones(table.num_rows, np.float32)
+        show = self.columns.show
+        sh = _to_array(table.column(show))
+        snull = sh.is_null().to_numpy(zero_copy_only=False)
+        sval = pc.cast(sh, pa.float64()).fill_null(1).to_numpy(zero_copy_only=False)
+        problems.add(snull, show, "show is null")
+        problems.add(~snull & (sval < 1), show, "show must be an integer >= 1",
+                     _got("show must be an integer >= 1"), sval)
+        return lval.astype(np.float32), sval.astype(np.float32)
+
+    def _dense(self, table: pa.Table, problems: _RowProblems, stats: ReadStats) -> np.ndarray:
+        """float32 [n, D] dense features, nulls filled (and counted); a cell that is NaN or
+        infinite as float32 is a problem of its row, named with the value seen."""
+        n = table.num_rows
+        out = []
         for name in self.columns.dense:
             arr = _to_array(table.column(name))
             if pa.types.is_fixed_size_list(arr.type):
@@ -317,23 +450,28 @@ class _RowGroupReader:
                 lists_null = np.repeat(arr.is_null().to_numpy(zero_copy_only=False), k)
                 vals = arr.values.slice(arr.offset * k, len(arr) * k)
             else:
-                k = 1
-                lists_null = None
-                vals = arr
+                k, lists_null, vals = 1, None, arr
             vnull = vals.is_null().to_numpy(zero_copy_only=False)
-            v = pc.cast(vals, pa.float64()).fill_null(self.dense_fill).to_numpy(zero_copy_only=False, writable=True)
+            seen = pc.cast(vals, pa.float64()).fill_null(self.dense_fill).to_numpy(
+                zero_copy_only=False, writable=True)
             if lists_null is not None:
                 vnull |= lists_null
-                v[lists_null] = self.dense_fill
-            v = v.astype(np.float32).reshape(n, k)
-            vnull = vnull.reshape(n, k)
+                seen[lists_null] = self.dense_fill
+            seen, vnull = seen.reshape(n, k), vnull.reshape(n, k)
             stats.dense_nulls += int(vnull.sum())
-            nonfinite = (~np.isfinite(v) & ~vnull).any(axis=1)
-            flag(nonfinite, name, "dense value is NaN or infinite (as float32)",
-                 v[:, 0] if k == 1 else None)
-            dense_cols.append(v)
-        dense = (np.concatenate(dense_cols, axis=1) if dense_cols else np.zeros((n, 0), np.float32))
-        # sparse
+            with np.errstate(over="ignore"):  # a float64 beyond float32's range: inf, reported
+                v = seen.astype(np.float32)
+            bad = ~np.isfinite(v) & ~vnull
+            for j in range(k):
+                problems.add(bad[:, j], name, "dense value is NaN or infinite (as float32)",
+                             _non_finite(f"(element {j})" if lists_null is not None else ""), seen[:, j])
+            out.append(v)
+        return np.concatenate(out, axis=1) if out else np.zeros((n, 0), np.float32)
+
+    def _sparse(self, table: pa.Table):
+        """Per slot column: keys (uint64), their rows, pooling field and sequence place; and the
+        sequence ids truncated per row."""
+        n = table.num_rows
         keys, exs, flds, places = [], [], [], []
         truncated = np.zeros(n, np.int64)  # per row
         for f, name in enumerate(self.columns.slots):
@@ -358,34 +496,7 @@ class _RowGroupReader:
             exs.append(parent.astype(np.int64, copy=False))
             flds.append(np.full(len(k), self.fields[f], np.int32))
             places.append(place)
-        row_map = np.arange(unit.first_row, unit.first_row + n, dtype=np.int64)
-        bad = code >= 0
-        if bad.any():
-            nbad = int(bad.sum())
-            stats.bad_rows += nbad
-            for c, count in zip(*np.unique(code[bad], return_counts=True)):
-                stats.reasons[reasons[c]] = stats.reasons.get(reasons[c], 0) + int(count)
-            quarantine.write(table.filter(pa.array(bad)), path, row_map[bad],
-                             np.array(reasons, dtype=object)[code[bad]])
-            keep = ~bad
-            new_index = np.cumsum(keep) - 1
-            labels, shows, dense, row_map = labels[keep], shows[keep], dense[keep], row_map[keep]
-            for i in range(len(keys)):
-                kf = keep[exs[i]]
-                keys[i], exs[i], flds[i] = keys[i][kf], new_index[exs[i][kf]], flds[i][kf]
-                places[i] = places[i][kf]
-            truncated = truncated[keep]
-        stats.truncated_ids += int(truncated.sum())
-        sizes = np.array([0] + [len(k) for k in keys], np.int64)
-        column = np.repeat(np.arange(len(keys), dtype=np.int32), sizes[1:])
-        return _Chunk(
-            labels=labels, shows=shows, dense=np.ascontiguousarray(dense),
-            keys=np.concatenate(keys) if keys else np.zeros(0, np.uint64),
-            slots=self.slot_ids[column], field=np.concatenate(flds) if flds else np.zeros(0, np.int32),
-            example=(np.concatenate(exs) if exs else np.zeros(0, np.int64)).astype(np.int32),
-            position=np.concatenate(places) if places else np.zeros(0, np.int32),
-            field_starts=np.cumsum(sizes), path=path, row_map=row_map,
-        )
+        return keys, exs, flds, places, truncated
 
 
 class _Quarantine:
@@ -402,26 +513,38 @@ class _Quarantine:
         table = table.append_column("_file", pa.array([file] * table.num_rows, pa.string()))
         table = table.append_column("_row", pa.array(rows, pa.int64()))
         table = table.append_column("_reason", pa.array(list(reasons), pa.string()))
-        if self.writer is None:
-            if "://" in self.path:
-                fs, where = pafs.FileSystem.from_uri(self.path)
-            else:
-                fs, where = pafs.LocalFileSystem(), os.path.abspath(self.path)
-                os.makedirs(os.path.dirname(where), exist_ok=True)
-            self.schema = table.schema
-            self.writer = pq.ParquetWriter(where, self.schema, filesystem=fs)
-        elif table.schema != self.schema:
+        if self.writer is not None and table.schema != self.schema:
             try:
                 table = table.cast(self.schema)
             except (pa.ArrowException, ValueError) as exc:
                 raise InputError(f"{file}: bad rows cannot join quarantine file {self.path} "
                                  f"(column types differ from an earlier file): {exc}", file=file) from None
-        self.writer.write_table(table)
+        with self._naming():
+            if self.writer is None:
+                if "://" in self.path:
+                    fs, where = pafs.FileSystem.from_uri(self.path)
+                else:
+                    fs, where = pafs.LocalFileSystem(), os.path.abspath(self.path)
+                    os.makedirs(os.path.dirname(where), exist_ok=True)
+                self.schema = table.schema
+                self.writer = pq.ParquetWriter(where, self.schema, filesystem=fs)
+            self.writer.write_table(table)
 
     def close(self):
         if self.writer is not None:
-            self.writer.close()
+            with self._naming():
+                self.writer.close()
             self.writer = None
+
+    @contextmanager
+    def _naming(self):
+        """A failed write (a full disk: Arrow's message names no file) names the quarantine file."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            if self.path in str(exc):
+                raise
+            raise OSError(f"quarantine file {self.path}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,8 +600,8 @@ class BatchReader:
         parts: list[tuple[_Chunk, int, int]] = []
         pending = 0
         try:
-            for unit in self.units:
-                chunk = self._rg.read(unit, self.stats, quarantine)
+            for group in read_groups(self.units):
+                chunk = self._rg.read(group, self.stats, quarantine)
                 a = 0
                 while a < chunk.num_rows:
                     b = min(chunk.num_rows, a + self.batch_size - pending)
@@ -513,7 +636,7 @@ class BatchReader:
                     sequences[name][examples[-1], chunk.position[lo:hi]] = np.arange(
                         occurrences, occurrences + hi - lo)
                 occurrences += hi - lo
-            sources.append((chunk.path, int(chunk.row_map[a]), b - a))
+            sources += _runs(chunk.path, chunk.row_map[a:b])
             offset += b - a
         self.stats.rows += offset
 
@@ -527,6 +650,18 @@ class BatchReader:
             example=cat(examples, np.int32), has_shows=self.has_shows, sources=tuple(sources),
             sequences=sequences,
         )
+
+
+def _runs(path: str, rows: np.ndarray) -> list[tuple[str, int, int]]:
+    """``(path, first row, count)`` of each run of consecutive file rows in `rows`.
+
+    >>> _runs("a", np.array([4, 5, 6, 9, 10]))
+    [('a', 4, 3), ('a', 9, 2)]
+    """
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(rows)]])
+    return [(path, int(rows[a]), int(b - a)) for a, b in zip(starts, ends)]
 
 
 def read_batches(units, columns, batch_size, *, filesystem=None, quarantine_path=None) -> Iterator[Batch]:

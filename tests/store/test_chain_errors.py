@@ -145,3 +145,20 @@ def test_torn_last_line_ignored_then_cut(chain3):
     mark_missing(chain3, H0 + 5, "late")
     ev = _ledger(chain3)
     assert [e["seq"] for e in ev] == [1, 2, 3, 4] and ev[-1]["event"] == "missing"
+
+
+def test_chain_command_lists_every_version_and_marks_the_bad_one(chain3):
+    """``streamtrain chain`` without --verify: every version listed, the bad one marked, exit 1."""
+    from support import streamtrain, write_model_config
+
+    config = write_model_config(chain3 / "cfg")
+    config.write_text(config.read_text().replace(f'model_dir = "{chain3 / "cfg"}/model"',
+                                                 f'model_dir = "{chain3}"'))
+    (chain3 / "versions/v000002/meta.json").unlink()
+    listing = streamtrain("chain", "--config", str(config))
+    assert listing.returncode == 1
+    rows = [line for line in listing.stdout.splitlines() if line.startswith("v0")]
+    assert [r.split()[0] for r in rows] == ["v000001", "v000002", "v000003"]
+    assert "BAD: " in rows[1] and "meta.json" in rows[1]
+    assert "BAD" not in rows[0] + rows[2]
+    assert listing.stderr.splitlines() == ["streamtrain: error: 1 bad version(s): v000002"]

@@ -105,7 +105,8 @@ def test_dedup_counts_and_inverse(columns):
     ("label", pa.array([0, 1, 0, None, 1, 0], pa.int64()), "row 3: label is null"),
     ("label", pa.array([0.0, 1.0, 0.5, 0, 1, 0]), "row 2: label must be 0 or 1, got 0.5"),
     ("d0", pa.array([0.0, 1.0, 2.0, 3.0, float("nan"), 5.0]), "row 4: dense value is NaN"),
-    ("d1", pa.array([0.0, float("inf"), 2.0, 3.0, 4.0, 5.0], pa.float32()), "row 1: dense value is NaN"),
+    ("d1", pa.array([0.0, float("inf"), 2.0, 3.0, 4.0, 5.0], pa.float32()), "row 1: dense value is +inf"),
+    ("d0", pa.array([0.0, 1.0, -1e39, 3.0, 4.0, 5.0]), "row 2: dense value -1e+39 is infinite as float32"),
 ])
 def test_bad_row_fail_names_file_column_row(tmp_path, columns, base_table, write_partition, column, values, words):
     t = base_table(6)
@@ -195,3 +196,99 @@ def test_slot_ids_of_the_real_config_class():
     cc = config.ColumnsConfig(slots=("a", "b", "c", "d"), shared_tables={"g": ("d", "b")})
     # the group's first-listed slot gives the id, whatever its position in columns.slots
     assert slot_ids(cc).tolist() == [0, 3, 2, 3]
+
+
+def test_fail_names_the_first_bad_row_in_file_order_whatever_the_check(
+        tmp_path, make_columns, base_table, write_partition):
+    """A later null label must not hide an earlier bad label, nor a dense NaN before both."""
+    cols = make_columns(slots=("user",), dense=("d0", "d1"))
+    t = base_table(40)
+    labels = [i % 2 for i in range(40)]
+    labels[20], labels[17] = None, 2  # one row group (rows 16-23)
+    t = t.set_column(0, "label", pa.array(labels, pa.int64()))
+    write_partition(tmp_path, {"a.parquet": t}, row_group_size=8)
+    with pytest.raises(BadRowError) as err:
+        list(read_batches(_units(tmp_path, cols)[0], cols, 5))
+    assert "column 'label', row 17: label must be 0 or 1, got 2.0" in str(err.value)
+    assert err.value.row == 17
+    d1 = [0.5] * 40
+    d1[12] = float("nan")
+    t = t.set_column(t.schema.get_field_index("d1"), "d1", pa.array(d1, pa.float32()))
+    write_partition(tmp_path, {"a.parquet": t}, row_group_size=8)
+    with pytest.raises(BadRowError, match=r"column 'd1', row 12: dense value is NaN"):
+        list(read_batches(_units(tmp_path, cols)[0], cols, 5))
+
+
+def test_quarantine_keeps_every_reason_of_a_row_with_the_values(
+        tmp_path, make_columns, base_table, write_partition):
+    cols = make_columns(slots=("user",), dense=("d0", "d1"), bad_rows="quarantine")
+    t = base_table(6)
+    t = t.set_column(0, "label", pa.array([0, 1, 7, 0, None, 1], pa.int64()))
+    t = t.set_column(3, "d0", pa.array([0.0, float("nan"), 2.0, 3.0, 4.0, 5.0]))
+    t = t.set_column(4, "d1", pa.array([0.5, float("inf"), 0.5, float("-inf"), 0.5, 0.5],
+                                       pa.float32()))
+    write_partition(tmp_path / "data", {"a.parquet": t})
+    q = tmp_path / "bad.parquet"
+    reader = BatchReader(_units(tmp_path / "data", cols)[0], cols, 10, quarantine_path=str(q))
+    list(reader)
+    qt = pq.read_table(q)
+    assert qt["_row"].to_pylist() == [1, 2, 3, 4]
+    assert qt["_reason"].to_pylist() == [
+        "d0: dense value is NaN; d1: dense value is +inf",
+        "label: label must be 0 or 1, got 7.0",
+        "d1: dense value is -inf",
+        "label: label is null",
+    ]
+    assert reader.stats.bad_rows == 4
+    assert reader.stats.reasons == {
+        "label: label is null": 1, "label: label must be 0 or 1": 1,
+        "d0: dense value is NaN or infinite (as float32)": 1,
+        "d1: dense value is NaN or infinite (as float32)": 2}
+
+
+def test_tiny_row_groups_are_read_together_into_the_same_batches(
+        tmp_path, make_columns, base_table, write_partition, monkeypatch):
+    """One-row row groups give the same batches, rows and sources as one row group, read as
+    a few chunks (not one per row group)."""
+    from trainer import reader as reader_module
+    reads = []
+    real_read = reader_module._RowGroupReader.read
+    monkeypatch.setattr(reader_module, "COALESCE_ROWS", 100)
+    monkeypatch.setattr(reader_module._RowGroupReader, "read",
+                        lambda self, units, *a: reads.append(len(units)) or real_read(self, units, *a))
+    cols = make_columns(slots=("user", "tags"), dense=("d0", "d1"), bad_rows="quarantine")
+    t = base_table(300)
+    t = t.set_column(0, "label", pa.array([3 if i == 150 else i % 2 for i in range(300)]))
+    batches = {}
+    for name, size in (("one", None), ("tiny", 1)):
+        write_partition(tmp_path / name, {"a.parquet": t}, row_group_size=size)
+        units = _units(tmp_path / name, cols, workers=2)
+        batches[name] = [list(BatchReader(w, cols, 64, quarantine_path=str(tmp_path / f"{name}-q"
+                                                                             f"{i}.parquet")))
+                         for i, w in enumerate(units)]
+    assert sum(len(w) for w in _units(tmp_path / "tiny", cols, workers=2)) == 300
+    assert reads == [1, 100, 50, 100, 50]  # one row group; then per worker: 150 row groups in 2
+    one_rows = [[r for b in w for r in _rows(b)] for w in batches["one"]]
+    tiny_rows = [[r for b in w for r in _rows(b)] for w in batches["tiny"]]
+    # two workers share the tiny row groups: each reads its every other row, in file order
+    assert sorted(tiny_rows[0] + tiny_rows[1]) == sorted(one_rows[0] + one_rows[1])
+    assert 150 not in tiny_rows[0] + tiny_rows[1] and tiny_rows[0] == sorted(tiny_rows[0])
+    assert len(batches["tiny"][0][0].sources) == 64  # every other row: one run per row
+    tiny = {r: (float(b.labels[i]), float(b.dense[i, 0])) for w in batches["tiny"] for b in w
+            for i, r in enumerate(_rows(b))}
+    assert tiny == {r: (float(i % 2), float(r)) for i, r in enumerate(range(300)) if r != 150}
+
+
+def _rows(batch) -> list[int]:
+    return [r for _, first, n in batch.sources for r in range(first, first + n)]
+
+
+def test_a_quarantine_file_that_cannot_be_written_is_named(tmp_path, make_columns, base_table,
+                                                           write_partition):
+    cols = make_columns(slots=("user",), dense=("d0",), bad_rows="quarantine")
+    t = base_table(4)
+    write_partition(tmp_path / "data", {"a.parquet": t.set_column(0, "label", pa.array([0, 5, 1, 0]))})
+    (tmp_path / "blocked").write_text("a file where the quarantine folder should be")
+    q = tmp_path / "blocked" / "q.parquet"
+    with pytest.raises(OSError, match=f"quarantine file {q}: "):
+        list(read_batches(_units(tmp_path / "data", cols)[0], cols, 10, quarantine_path=str(q)))

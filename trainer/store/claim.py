@@ -11,13 +11,16 @@ another run's ``meta.json``. So the staging of an hour belongs to one run at a t
 
 A claim is honoured while its holder lives (same host: the pid with its start time; another host:
 until the staging it made is complete). A claim whose holder is gone is taken over; a run that
-finds a live claim of another run fails at once with :class:`StagingClaimedError`. The claim of a
+finds a live claim of another run fails at once with :class:`StagingClaimedError`. Taking a claim
+over removes the staging its gone holder left (a killed job's files would keep a full disk full;
+a staged version whose save never came is retrained by the run taking over). The claim of a
 finished job stays until its ``save`` commits it, so the save checks it still owns the staging.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import uuid
 from dataclasses import asdict, dataclass
@@ -89,6 +92,13 @@ def take_claim(model_dir, hour: int, *, token: str | None = None) -> Claim:
     the current claim. Raises :class:`StagingClaimedError` when another live run holds the claim.
     """
     layout = StoreLayout(model_dir)
+    try:
+        return _take_claim(layout, hour, token)
+    except OSError as e:  # the first write of a run: a read-only store fails here, in seconds
+        raise StoreError(f"model_dir {layout.root} is not writable: {e}") from e
+
+
+def _take_claim(layout: StoreLayout, hour: int, token: str | None) -> Claim:
     layout.ensure()
     with store_lock(layout):
         current = read_claim(layout, hour)
@@ -103,6 +113,8 @@ def take_claim(model_dir, hour: int, *, token: str | None = None) -> Claim:
                 f"hour {hour_str(hour)} is being run by another job ({current.describe()}; "
                 f"{claim_path(layout, hour)}): only one run of an hour at a time. Wait for it, or "
                 f"if that job is gone for good, remove the claim file")
+        if current is not None:  # its holder is gone: a failed (killed) run, or a staged one
+            shutil.rmtree(layout.staging_dir(hour), ignore_errors=True)  # whose save never came
         me = os.getpid()
         claim = Claim(hour=int(hour), token=uuid.uuid4().hex, pid=me, host=socket.gethostname(),
                       pid_started=process_start(me), claimed_at=utc_now())
@@ -134,8 +146,6 @@ def release_claim(model_dir, hour: int, token: str, *, clean_staging: bool = Fal
     """Give up `token`'s claim on `hour` (a failed or skipped run), removing the staging it wrote
     when `clean_staging` (a failed run's files would fill the disk). Never touches a claim or a
     staging folder of another run; returns whether the claim was released."""
-    import shutil
-
     layout = StoreLayout(model_dir)
     with store_lock(layout):
         current = read_claim(layout, hour)

@@ -22,7 +22,7 @@ import os
 from ..metrics import json_safe
 from .errors import MissingVersionError, StoreError
 from .jsonsafe import strict_dumps
-from .layout import StoreLayout, fsync_dir, store_lock, utc_now
+from .layout import StoreLayout, fsync_dir, naming, store_lock, utc_now
 from .ledger import read_state
 from .load import check_version
 
@@ -99,7 +99,7 @@ def _append(layout: StoreLayout, good: int, line: dict) -> None:
     """Write ``line`` after the first ``good`` bytes (dropping a torn, never-acknowledged tail)."""
     data = (strict_dumps(line, separators=(",", ":")) + "\n").encode()
     created = not layout.donefile.exists()
-    with open(layout.donefile, "wb" if created else "r+b") as f:
+    with naming(layout.donefile), open(layout.donefile, "wb" if created else "r+b") as f:
         f.truncate(good)
         f.seek(good)
         f.write(data)

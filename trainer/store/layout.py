@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -139,25 +140,55 @@ class StoreLayout:
         return f"StoreLayout({str(self.root)!r})"
 
 
+@contextmanager
+def naming(path):
+    """Re-raise an ``OSError`` that names no file as the same error naming `path`: a full disk's
+    ENOSPC from ``write`` or ``fsync`` says nothing of where it happened.
+
+    >>> with naming("/m/ledger.jsonl"):
+    ...     raise OSError(28, "No space left on device")
+    Traceback (most recent call last):
+    OSError: [Errno 28] No space left on device: '/m/ledger.jsonl'
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        if e.errno is None:
+            raise OSError(f"{path}: {e}") from e
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
 def fsync_dir(path) -> None:
     """fsync a directory so a rename / create / unlink in it is durable."""
-    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with naming(path):
+        fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def write_file_durable(path, data) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync dir."""
+def write_file_durable(path, data, *, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename (then
+    fsync the folder when `sync_dir`). A failed write leaves no temp file; its error names `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with naming(path), open(tmp, "wb") as f:
+            f.write(memoryview(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 @contextmanager

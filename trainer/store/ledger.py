@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from .errors import (ChainOrderError, DuplicateVersionError, LedgerError, MissingVersionError,
                      RollbackError)
 from .jsonsafe import strict_dumps
-from .layout import StoreLayout, fsync_dir, hour_str, is_version_name, utc_now, version_name, \
+from .layout import StoreLayout, fsync_dir, hour_str, naming, is_version_name, utc_now, version_name, \
     version_number
 
 KINDS = ("full", "delta")
@@ -78,7 +78,7 @@ class Ledger:
         rec = {"seq": seq, **{k: v for k, v in record.items() if k != "seq"}}
         line = (strict_dumps(rec, sort_keys=False, separators=(",", ":")) + "\n").encode()
         created = not os.path.exists(self.path)
-        with open(self.path, "r+b" if not created else "wb") as f:
+        with naming(self.path), open(self.path, "r+b" if not created else "wb") as f:
             f.truncate(good_len)  # drop a torn, never-acknowledged last line
             f.seek(good_len)
             if hook is None:
