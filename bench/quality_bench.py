@@ -311,6 +311,7 @@ def report(stream, hours, rows, st: Series, base: Series | None, const, bayes, s
         "per_hour": {"streamtrain_auc": st.auc, "streamtrain_logloss": st.logloss,
                      "streamtrain_pred_ctr": [p / s for p, s in zip(st.pred_sum, st.shows)],
                      "actual_ctr": [c / s for c, s in zip(st.clicks, st.shows)],
+                     "shows": st.shows,
                      "const_logloss": const},
     }
     if base is not None:
