@@ -19,10 +19,8 @@ Metrics "after the first hour" pool hours 2..N (the constant predictor has no ea
 1; hour 1 is shown on its own). Targets: streamtrain's mean per-hour AUC >= LR's; its pooled
 logloss < const's; no hour worse than const by more than 0.05.
 
-Probes (what explains a bad start): ``--set network.learning_rate=0.01`` (any config key),
-``--probe-show-scale`` (divides each pushed sparse gradient by the feature's shows in the push,
-as PaddlePaddle's ``enable_show_scale_gradient``; done in the server ranks by a ``sitecustomize``
-import hook, so the product code and command line stay as they are).
+Probes (what explains a bad start): ``--set SECTION.KEY=VALUE`` overrides any config key, e.g.
+``--set network.learning_rate=0.01`` or ``--set table.optimizer.show_scale=false``.
 
 Run: ``.venv/bin/python bench/quality_bench.py [--streams gen500,ml100k] [--hours 24]
 [--json out.json]``. Files go to ``var/bench/quality/`` (removed unless ``--keep``).
@@ -32,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -113,10 +110,10 @@ def write_config(path: Path, stream: Stream, data: Path, model: Path, overrides:
 CODE = REPO  # the tree whose ``trainer`` runs (``--code``: e.g. a checkout of main, for A/B)
 
 
-def streamtrain(*args, env=None) -> str:
+def streamtrain(*args) -> str:
     """Run the real command line; raise with its last lines on failure."""
     proc = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True,
-                          text=True, env=env, cwd=CODE)
+                          text=True, cwd=CODE)
     if proc.returncode:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise RuntimeError(f"streamtrain {' '.join(args)} exited {proc.returncode}:\n"
@@ -260,58 +257,13 @@ def constant_logloss(labels: np.ndarray, ctr: float) -> float:
 # ----------------------------------------------------------------------------- one stream
 
 
-_SITE = '''\
-"""Probe only (bench/quality_bench.py --probe-show-scale): divide each pushed sparse gradient by
-the feature's shows in the push before the table applies it (PaddlePaddle's show scaling)."""
-import importlib.abc, importlib.util, sys
-import numpy as np
-
-def _patch(module):
-    from trainer.comm import unpack
-    original = module.Server._push
-    def _push(self, packet, source):
-        keys, slots, shows, clicks, grads, dense = unpack(
-            packet, np.uint64, np.int32, np.float32, np.float32, np.float32, np.float32)
-        scaled = grads.reshape(-1, self.width) / np.maximum(shows, 1.0)[:, None]
-        from trainer.comm import pack
-        return original(self, pack(keys, slots, shows, clicks, scaled, dense), source)
-    module.Server._push = _push
-
-class _Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "trainer.server":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            _patch(module)
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Hook())
-'''
-
-
-def probe_env(work: Path, show_scale: bool) -> dict | None:
-    if not show_scale:
-        return None
-    site = work / "probe_site"
-    site.mkdir(parents=True, exist_ok=True)
-    (site / "sitecustomize.py").write_text(_SITE)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(site), str(CODE), os.environ.get("PYTHONPATH", "")])}
-
-
-def run_stream(stream: Stream, work: Path, hours: int, overrides: dict, show_scale: bool,
-               wheel: str | None, river_lr: bool = True) -> dict:
+def run_stream(stream: Stream, work: Path, hours: int, overrides: dict, wheel: str | None,
+               river_lr: bool = True) -> dict:
     data, model = work / stream.name / "data", work / stream.name / "model"
     shutil.rmtree(work / stream.name, ignore_errors=True)
     data.mkdir(parents=True)
     config = write_config(work / stream.name / "config.toml", stream, data, model, overrides)
     hours = write_stream(stream, config, data, hours, wheel)
-    env = probe_env(work, show_scale)
 
     from river import linear_model
 
@@ -321,7 +273,7 @@ def run_stream(stream: Stream, work: Path, hours: int, overrides: dict, show_sca
     first = hour_index(START)
     for h in range(first, first + hours):
         started = time.perf_counter()
-        streamtrain("run-hour", "--config", str(config), "--hour", hour_str(h), env=env)
+        streamtrain("run-hour", "--config", str(config), "--hour", hour_str(h))
         seconds.append(time.perf_counter() - started)
         table, info = read_hour(data, h)
         labels = np.asarray(table.column("label").to_numpy(), np.float64)
@@ -359,6 +311,7 @@ def report(stream, hours, rows, st: Series, base: Series | None, const, bayes, s
         "per_hour": {"streamtrain_auc": st.auc, "streamtrain_logloss": st.logloss,
                      "streamtrain_pred_ctr": [p / s for p, s in zip(st.pred_sum, st.shows)],
                      "actual_ctr": [c / s for c, s in zip(st.clicks, st.shows)],
+                     "shows": st.shows,
                      "const_logloss": const},
     }
     if base is not None:
@@ -418,8 +371,6 @@ def main(argv=None) -> int:
                     help="multiply gen-data rows/hour (smoke tests use a small value)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="config override for a probe (value parsed as JSON when it parses)")
-    ap.add_argument("--probe-show-scale", action="store_true",
-                    help="probe: servers divide pushed sparse gradients by the pushed shows")
     ap.add_argument("--no-baseline", action="store_true", help="skip the river baseline")
     ap.add_argument("--movielens-wheel", default=None, help="path to a recbole wheel")
     ap.add_argument("--code", default=str(REPO),
@@ -431,7 +382,7 @@ def main(argv=None) -> int:
     global CODE
     CODE = Path(args.code).resolve()
     overrides = parse_sets(args.set)
-    work = Path(args.work)
+    work = Path(args.work).resolve()  # the config names its paths; relative ones would be read from its folder
     results = []
     for name in args.streams.split(","):
         stream = STREAMS[name]
@@ -440,11 +391,10 @@ def main(argv=None) -> int:
                                "rows_per_hour": max(50, int(stream.rows_per_hour * args.rows_scale))})
         hours = min(stream.hours, args.hours or stream.hours)
         started = time.perf_counter()
-        results.append(run_stream(stream, work, hours, overrides, args.probe_show_scale,
-                                  args.movielens_wheel, river_lr=not args.no_baseline))
+        results.append(run_stream(stream, work, hours, overrides, args.movielens_wheel, river_lr=not args.no_baseline))
         print(f"# {name}: {hours} hours in {time.perf_counter() - started:.0f} s "
               f"(run-hour median {results[-1]['seconds_per_hour_median']:.2f} s)", flush=True)
-    print(f"# overrides {overrides or 'none'}; show-scale probe {args.probe_show_scale}")
+    print(f"# overrides {overrides or 'none'}")
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(json_safe(results), indent=1, allow_nan=False))
