@@ -2,8 +2,9 @@
 the project inside it: ``streamtrain --help``, an import of every module, one ``run-hour``.
 
 Needs root, buildah and debootstrap (``make setup`` installs them); a failure says which.
-Everything the test builds lives under ``var/docker-test-<id>/`` and is removed at the end; only
-the debootstrap base tarball (``var/docker/base/``, keyed by its package list) is kept.
+Everything the test builds lives under ``var/docker-test-<pid>-<id>/`` and is removed at the end
+(or by the next run, when the process that made it is gone); only the debootstrap base tarball
+(``var/docker/base/``, keyed by its package list) is kept.
 """
 from __future__ import annotations
 
@@ -47,13 +48,30 @@ def _last_lines(proc: subprocess.CompletedProcess, n: int = 30) -> str:
 
 @pytest.fixture(scope="module")
 def workdir():
-    root = REPO / "var" / f"docker-test-{uuid.uuid4().hex[:8]}"
+    for left in (REPO / "var").glob("docker-test-*-*"):  # by runs killed before their clean-up
+        pid = left.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(left)
+    root = REPO / "var" / f"docker-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True)
     yield root
+    _remove(root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _remove(root) -> None:
+    """Containers, images and the storage folder; never crosses into a mount left behind."""
     buildah = Buildah(root)
     buildah("rm", "--all")
     buildah("rmi", "--all", "--force")
-    shutil.rmtree(root)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
 
 
 @pytest.fixture(scope="module")
