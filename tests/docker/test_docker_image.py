@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import uuid
 
 import pytest
+import yaml
 
 from support import REPO, write_model_config
 
@@ -40,6 +42,11 @@ class Buildah:
         """``sh -c script`` in the working container, from /opt/streamtrain, as its user would."""
         return self("run", "--isolation", "chroot", "--workingdir", "/opt/streamtrain",
                     container, "--", "sh", "-c", script, timeout=timeout)
+
+    def python(self, container: str, source: str, env: dict | None = None):
+        """The image's venv Python on `source`, with `env` added to the image's environment."""
+        assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in (env or {}).items())
+        return self.run(container, f"env {assignments} .venv/bin/python - <<'EOF'\n{source}\nEOF")
 
 
 def _last_lines(proc: subprocess.CompletedProcess, n: int = 30) -> str:
@@ -120,7 +127,7 @@ print(len(names), " ".join(sorted(names)))
 def test_every_module_imports(workdir, container):
     """Every module of every package setup.cfg installs, with the compiled table, plus the
     runtime pieces the compose file relies on (MPI, PostgreSQL driver)."""
-    proc = Buildah(workdir).run(container, f".venv/bin/python - <<'EOF'\n{IMPORT_EVERY_MODULE}\nEOF")
+    proc = Buildah(workdir).python(container, IMPORT_EVERY_MODULE)
     assert proc.returncode == 0, _last_lines(proc)
     count, names = proc.stdout.strip().splitlines()[-1].split(" ", 1)
     assert int(count) > 40
@@ -149,3 +156,31 @@ def test_one_hour_trains_and_commits(workdir, container, tmp_path):
     assert listed["versions"][0]["metrics"]["rows"] == 3000
     assert 0.5 < listed["versions"][0]["metrics"]["auc"] < 1.0
     assert not (tmp_path / "m" / "model").exists()  # it all happened inside the container
+
+
+AIRFLOW_AS_COMPOSED = r"""
+import json
+from airflow import plugins_manager
+from airflow.configuration import conf
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(conf.get("core", "dags_folder"))
+print(json.dumps({"dags": sorted(bag.dag_ids), "dag_errors": bag.import_errors,
+                  "plugins": sorted(p["name"] for p in plugins_manager.get_plugin_info()),
+                  "plugin_errors": plugins_manager.get_import_errors(),
+                  "database": conf.get("database", "sql_alchemy_conn")}))
+"""
+
+
+def test_the_compose_files_airflow_settings_work_in_the_image(workdir, container):
+    """With the scheduler's environment of docker/compose.yaml, Airflow in the image parses the
+    cluster model's DAG and loads the UI plugin, and its PostgreSQL engine (psycopg2) is made
+    (no database is contacted: PostgreSQL itself is not run here)."""
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    env = {key: "secret" if key.endswith("JWT_SECRET") else value
+           for key, value in compose["services"]["scheduler"]["environment"].items()}
+    proc = Buildah(workdir).python(container, AIRFLOW_AS_COMPOSED, env)
+    assert proc.returncode == 0, _last_lines(proc)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["dags"] == ["streamtrain_cluster"] and seen["dag_errors"] == {}
+    assert seen["plugins"] == ["streamtrain"] and seen["plugin_errors"] == {}
+    assert seen["database"] == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
