@@ -118,7 +118,7 @@ for package in cfg["options"]["packages"].split():
             continue
         importlib.import_module(info.name)
         names.add(info.name)
-import psycopg2, jax, airflow
+import psycopg2, asyncpg, jax, airflow
 from mpi4py import MPI
 print(len(names), " ".join(sorted(names)))
 """
@@ -173,8 +173,8 @@ print(json.dumps({"dags": sorted(bag.dag_ids), "dag_errors": bag.import_errors,
 
 def test_the_compose_files_airflow_settings_work_in_the_image(workdir, container):
     """With the scheduler's environment of docker/compose.yaml, Airflow in the image parses the
-    cluster model's DAG and loads the UI plugin, and its PostgreSQL engine (psycopg2) is made
-    (no database is contacted: PostgreSQL itself is not run here)."""
+    cluster model's DAG and loads the UI plugin, and its PostgreSQL engines (psycopg2, asyncpg)
+    are made (no database is contacted: PostgreSQL itself is not run here)."""
     compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     env = {key: "secret" if key.endswith("JWT_SECRET") else value
            for key, value in compose["services"]["scheduler"]["environment"].items()}
