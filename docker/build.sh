@@ -71,10 +71,12 @@ make_base() {
   fi
 }
 
-# Wheels of the project's runtime requirements at the versions of this machine's venv.
+# Wheels of the project's runtime requirements at the versions of this machine's venv; the
+# versions go into the wheelhouse too, so the image installs exactly those (older wheels may lie
+# beside them from earlier builds).
 make_wheelhouse() {
-  local requirements constraints
-  requirements="$(mktemp)" constraints="$(mktemp)"
+  local requirements constraints="$wheelhouse/constraints.txt"
+  requirements="$(mktemp)"
   .venv/bin/python - >"$requirements" <<'EOF'
 import configparser
 cfg = configparser.ConfigParser()
@@ -86,7 +88,7 @@ EOF
   .venv/bin/pip freeze --exclude-editable >"$constraints"
   echo "build.sh: pip wheel into $wheelhouse" >&2
   .venv/bin/pip wheel -q --wheel-dir "$wheelhouse" -c "$constraints" -r "$requirements" >&2
-  rm -f "$requirements" "$constraints"
+  rm -f "$requirements"
 }
 
 [ -n "$base" ] || make_base
