@@ -3,7 +3,7 @@ VENV := .venv
 STAMP := $(VENV)/.setup-done
 SOURCES := setup.cfg setup.py pyproject.toml $(wildcard pstable/*.pyx pstable/*.pxd pstable/*.pxi pstable/*.h)
 
-.PHONY: setup demo ui ui-stop test test-fast test-mpi test-airflow bench clean
+.PHONY: setup demo ui ui-stop test test-fast test-mpi test-airflow test-docker image bench clean
 
 # the UI's Airflow home (`make ui AIRFLOW_HOME_DIR=...` for another one)
 AIRFLOW_HOME_DIR ?= var/airflow
@@ -38,6 +38,14 @@ test-mpi: $(STAMP)
 # real Airflow processes (scheduler, api-server, dag-processor)
 test-airflow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m airflow_e2e
+
+# build the image of docker/ from scratch with buildah and run the project in it (root)
+test-docker: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m docker
+
+# the image of docker/ (buildah, a debootstrap base, no registry; docs/docker.md)
+image: $(STAMP)
+	bash docker/build.sh
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pstable_bench.py --quick

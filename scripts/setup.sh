@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything streamtrain needs on a fresh Debian machine, idempotently:
-# system packages (Chromium for the UI tests, iproute2 + util-linux for the cluster tests), a project venv with the Python packages
+# system packages (Chromium for the UI tests, iproute2 + util-linux for the cluster tests,
+# buildah + debootstrap for the image build), a project venv with the Python packages
 # (Airflow, MPICH + mpi4py from PyPI, pyarrow, numpy, Cython, test tools) and the compiled table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # tests slow a syscall of a real save
+# the image build and its test (docker/build.sh, tests/docker): no registry, a debootstrap base
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then

@@ -18,9 +18,11 @@ TESTS = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Split ``slow``: tests/airflow's are ``airflow_e2e``, the others but the browser's ``mpi``."""
+    """Split ``slow``: tests/airflow's are ``airflow_e2e``, the others but the browser's, the
+    cluster's and the image build's are ``mpi``."""
     for item in items:
-        if not item.get_closest_marker("slow") or item.get_closest_marker("cluster"):
+        if not item.get_closest_marker("slow") or any(
+                item.get_closest_marker(kind) for kind in ("cluster", "docker")):
             continue
         path = Path(item.path)
         if TESTS / "airflow" in path.parents:
