@@ -199,7 +199,8 @@ class Step:
             # of the slicing itself (one pad-and-add per parameter over the whole vector) is
             # what XLA would otherwise build.
             (value, logits), (d_params, *d_inputs) = grad(unflatten(flat), *args)
-            d_flat = jnp.concatenate([d_params[name].ravel() for name in layout.names])
+            d_flat = jnp.concatenate([d_params[name].ravel() for name in layout.names]
+                                     or [jnp.zeros((0,), flat.dtype)])  # a network may have none
             finite = jnp.isfinite(logits).all() & jnp.isfinite(d_flat).all()
             return value, logits, jax.nn.sigmoid(logits), (d_flat, *d_inputs), finite
 
