@@ -9,7 +9,8 @@ batches already in memory, with random rows instead of a table (no communication
 reading), one thread; beside it the numpy step with hand-written backward it replaced, loaded
 from git (``bench/dense_ab.py``), on the same batches, interleaved. Then, per layout (1 server +
 1 worker, 1 server + 2 workers), examples/s of the training phase of a real ``mpiexec`` job
-(reading Parquet, pulls, pushes, server-side updates included) as a share of the bound; the
+(reading Parquet, pulls, pushes, server-side updates included) as a share of the bound measured
+just before it (bound and jobs take turns, ``--repeats`` rounds); the
 job's network set-up (worker: JAX import, network check, compile; overlapped with rank 0's
 planning) and the per-hour fixed cost JAX adds, measured alone in fresh processes with the
 compilation cache warm. Each number is the median of ``--repeats`` runs.
@@ -42,6 +43,7 @@ from trainer.hours import hour_index, partition_relpath  # noqa: E402
 SLOTS = [f"c{i}" for i in range(26)]
 DENSE = [f"i{i}" for i in range(13)]
 HOUR = hour_index("2026-11-26T00")
+LAYOUTS = ((1, 1), (1, 2))  # (servers, workers)
 
 CONFIG = """
 name = "bench"
@@ -125,12 +127,12 @@ def mpi_run(root: Path, servers: int, workers: int, blas: int = 1) -> dict:
     return json.loads(line[len("[streamtrain] result "):])
 
 
-def dense_only(root: Path, repeats: int, blas: int = 1) -> dict:
-    """Examples/s of the numpy and the JAX dense steps alone, on the partition's batches."""
+def partition_batches(root: Path) -> list:
+    """The partition's batches in memory, with random rows instead of a table's."""
     from trainer import partition
     from trainer.reader import BatchReader, dedup
 
-    cfg = load_config(write_config(root, 1, 1, blas))
+    cfg = load_config(write_config(root, 1, 1))
     part = partition.locate(cfg.data_root, HOUR)
     files, _ = partition.check_schema(part, partition.list_files(part, checksums=False),
                                       cfg.columns)
@@ -141,8 +143,14 @@ def dense_only(root: Path, repeats: int, blas: int = 1) -> dict:
         features = dedup(batch)
         rows = rng.normal(0, 0.01, (len(features.keys), cfg.table.dim + 1)).astype(np.float32)
         data.append((batch, features, rows))
-    with threadpool_limits(limits=cfg.mpi.blas_threads, user_api="blas"):  # as a worker rank
-        return dense_ab.measure(dense_ab.NUMPY_REV, 0, repeats, str(root / "jax_cache"), data)
+    return data
+
+
+def dense_only(root: Path, data: list, blas: int = 1) -> dict:
+    """Examples/s of the numpy and the JAX dense steps alone (one turn each, after a warm-up),
+    with a worker rank's BLAS thread count."""
+    with threadpool_limits(limits=blas, user_api="blas"):
+        return dense_ab.measure(dense_ab.NUMPY_REV, 0, 1, str(root / "jax_cache"), data)
 
 
 def main(argv=None) -> int:
@@ -157,24 +165,36 @@ def main(argv=None) -> int:
     root = Path(args.root).resolve()
     make_data(root, args.rows)
     print(f"train_bench: {args.rows} rows, 26 slots, 13 dense, dim 8, MLP 400-400-400, batch 512, "
-          f"{args.repeats} repeat(s), {os.cpu_count()} cores; medians")
-    speeds = dense_only(root, args.repeats)
-    bound = speeds["jax"]
+          f"{args.repeats} repeat(s), {dense_ab.machine()}; medians")
+    # The bound is measured again before each round of jobs, and each job is compared with the
+    # bound of its own round: the machine is shared, and its speed moves between minutes.
+    data, rounds = partition_batches(root), []
+    for _ in range(args.repeats):
+        bound = dense_only(root, data)
+        jobs = {layout: mpi_run(root, *layout) for layout in LAYOUTS}
+        rounds.append((bound, jobs))
+    for i, (b, jobs) in enumerate(rounds):
+        print(f"round {i + 1}: bound {b['jax']:,.0f}, numpy {b['numpy']:,.0f}, jobs " + ", ".join(
+            f"{s}+{w} {jobs[s, w]['rows_per_s']:,.0f} ({jobs[s, w]['rows_per_s'] / b['jax']:.0%})"
+            for s, w in LAYOUTS) + " examples/s")
+    bounds = [b for b, _ in rounds]
+    bound = statistics.median(b["jax"] for b in bounds)
     print(f"{'layout':24} {'examples/s':>12} {'of bound':>9}")
-    print(f"{'numpy dense step':24} {speeds['numpy']:12,.0f} {speeds['numpy'] / bound:9.0%}  "
+    print(f"{'numpy dense step':24} {statistics.median(b['numpy'] for b in bounds):12,.0f} "
+          f"{statistics.median(b['numpy'] / b['jax'] for b in bounds):9.0%}  "
           f"(trainer/model.py at {dense_ab.NUMPY_REV[:10]})")
-    print(f"{'dense-only bound':24} {bound:12,.0f} {'100%':>9}  "
-          f"(JAX step: {bound / speeds['numpy']:.2f}x numpy)")
-    setup = []
-    for servers, workers in ((1, 1), (1, 2)):
-        results = [mpi_run(root, servers, workers) for _ in range(args.repeats)]
-        speed = statistics.median(r["rows_per_s"] for r in results)
-        setup += [r["seconds"]["network"] for r in results]
-        print(f"{f'{servers} server + {workers} worker(s)':24} {speed:12,.0f} "
-              f"{speed / bound:9.0%}")
-    cost = dense_ab.fixed_cost(str(root / "jax_cache"), args.repeats)
-    print(f"jax fixed cost per hour, alone (warm cache): import {cost['import']:.2f} s + network "
-          f"check {cost['build']:.2f} s + compile {cost['compile']:.2f} s = {cost['total']:.2f} s")
+    print(f"{'dense-only bound':24} {bound:12,.0f} {'100%':>9}  (JAX step: "
+          f"{statistics.median(b['ratio'] for b in bounds):.2f}x numpy; per CPU-second "
+          f"{statistics.median(b['ratio_cpu'] for b in bounds):.2f}x; target >= 1.2x)")
+    for layout in LAYOUTS:
+        speeds = [(jobs[layout]["rows_per_s"], b["jax"]) for b, jobs in rounds]
+        target = "  (target >= 85%)" if layout == (1, 1) else ""
+        print(f"{f'{layout[0]} server + {layout[1]} worker(s)':24} "
+              f"{statistics.median(s for s, _ in speeds):12,.0f} "
+              f"{statistics.median(s / b for s, b in speeds):9.0%}{target}")
+    setup = [jobs[layout]["seconds"]["network"] for _, jobs in rounds for layout in LAYOUTS]
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+    dense_ab.print_fixed_cost(dense_ab.fixed_cost(str(root / "jax_cache"), args.repeats))
     print(f"job's network set-up on the worker (overlaps planning): "
           f"{statistics.median(setup):.2f} s")
     return 0

@@ -362,6 +362,36 @@ def test_discover_models_lists_broken_configs_with_their_error(tmp_path):
         assert a.dag_id == "streamtrain_a"
 
 
+def test_the_ui_checks_a_network_with_the_jobs_network_code(tmp_path):
+    """The UI computes nothing from a model's network (its numbers are the job's, from
+    meta.json); the one thing it runs is the config check, and that is the job's own
+    (``trainer.network.load.build``): a user network whose apply returns the wrong shape is
+    listed with the job's refusal, the example user network loads."""
+    import shutil
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    shutil.copytree(examples / "models", tmp_path / "models")
+    text = (examples / "custom.toml").read_text()
+    (tmp_path / "custom.toml").write_text(text)
+    (tmp_path / "models" / "flat.py").write_text(
+        "import jax.numpy as jnp\n"
+        "class Flat:\n"
+        "    def init(self, key):\n"
+        "        return {'b': jnp.zeros((1,), jnp.float32)}\n"
+        "    def apply(self, params, inputs):\n"
+        "        return inputs.wide[:, None] + params['b']  # [B, 1], not [B]\n"
+        "def build(spec, **options):\n"
+        "    return Flat()\n")
+    (tmp_path / "flat.toml").write_text(
+        text.replace('name = "custom"', 'name = "flat"')
+            .replace('model = "models/ipnn.py:build"', 'model = "models/flat.py:build"'))
+    found = {m.name: m for m in data.discover_models(tmp_path)}
+    assert found["custom"].error == ""
+    assert "network.model" in found["flat"].error
+    assert "apply must return float32 logits of shape" in found["flat"].error
+
+
 def test_pruned_versions_leave_the_chain(tmp_path):
     events = make_store(tmp_path, "m", 4)
     with open(tmp_path / "ledger.jsonl", "a") as f:
