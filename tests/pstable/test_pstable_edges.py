@@ -427,9 +427,10 @@ def test_load_duplicates_in_one_call_apply_in_order(n_feats):
 
 def test_docstring_examples_of_the_compiled_module_run():
     import doctest
+    import sys
 
-    import pstable._table
-    result = doctest.testmod(pstable._table)
+    compiled = sys.modules[SparseTable.__module__]
+    result = doctest.testmod(compiled)
     assert result.attempted >= 2 and result.failed == 0
 
 

@@ -295,6 +295,19 @@ def test_pruned_versions_leave_the_chain(tmp_path):
     assert [v.version for v in data.read_chain(tmp_path).versions] == ["v000003", "v000004"]
 
 
+def test_a_meta_json_the_ledger_does_not_pin_is_refused_naming_it(tmp_path):
+    make_store(tmp_path, "m", 3)
+    meta = tmp_path / "versions" / "v000002" / "meta.json"
+    meta.write_text(meta.read_text() + "\n")  # still JSON, no longer the bytes committed
+    chain = data.read_chain(tmp_path)
+    with pytest.raises(data.StoreReadError, match=r"v000002.*meta.json sha256 differs from the ledger"):
+        data.read_meta(tmp_path, "v000002")
+    row = data.version_row(str(tmp_path), chain.find("v000002"))
+    assert row["metrics"]["auc"] is None and "sha256 differs" in row["error"]
+    assert data.read_meta(tmp_path, "v000003")["metrics"]["auc"] == expected(3)["auc"]
+    assert data.read_meta(tmp_path, "v000009") is None  # never committed
+
+
 def test_torn_last_ledger_line_is_ignored_and_a_corrupt_one_named(tmp_path):
     make_store(tmp_path, "m", 3)
     with open(tmp_path / "ledger.jsonl", "a") as f:

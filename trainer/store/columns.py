@@ -141,7 +141,7 @@ def columns_to_table(cols: dict) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _size_bound(table: pa.Table) -> int:
+def encoded_size_bound(table: pa.Table) -> int:
     """Upper bound of the uncompressed Parquet file of ``table``: values at their physical width
     (Parquet stores uint8 as INT32: 4 bytes), page headers, footer (schema, Arrow schema)."""
     n = table.num_rows
@@ -165,7 +165,7 @@ def encode_parquet(cols: dict, *, compression=DEFAULT_COMPRESSION,
                 write_batch_size=WRITE_BATCH_SIZE,
                 row_group_size=max(1, min(len(table), MAX_ROW_GROUP)))
     if compression in (None, "none"):
-        out = pa.allocate_buffer(_size_bound(table))
+        out = pa.allocate_buffer(encoded_size_bound(table))
         sink = pa.FixedSizeBufferWriter(out)
         try:
             pq.write_table(table, sink, **opts)

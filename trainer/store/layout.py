@@ -1,4 +1,4 @@
-"""Names and paths of the model store, checksums and the durable-write helpers.
+"""Names and paths of the model store, checksums and the store lock (durable writes: ``durable``).
 
 Layout of ``model_dir`` (see ``docs/model-store.md``)::
 
@@ -14,22 +14,19 @@ Layout of ``model_dir`` (see ``docs/model-store.md``)::
 7
 >>> shard_file_name(3)
 'shard-00003.parquet'
->>> hour_str(493597)
-'2026-04-23T13'
->>> hour_index('2026-04-23T13')
-493597
 """
 from __future__ import annotations
 
 import datetime as _dt
 import fcntl
 import hashlib
-import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from isal import isal_zlib
+
+from trainer.hours import hour_str
 
 from .errors import StoreError
 
@@ -54,7 +51,6 @@ META = "meta.json"
 DENSE = "dense.npz"
 
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def version_name(number: int) -> str:
@@ -78,20 +74,6 @@ def is_version_name(name: str) -> bool:
 
 def shard_file_name(shard_id: int) -> str:
     return f"shard-{int(shard_id):05d}.parquet"
-
-
-def hour_str(hour: int) -> str:
-    """Hour index (whole hours since 1970-01-01T00 UTC) -> ``YYYY-MM-DDTHH``."""
-    return (_EPOCH + _dt.timedelta(hours=int(hour))).strftime("%Y-%m-%dT%H")
-
-
-def hour_index(text: str) -> int:
-    """``YYYY-MM-DDTHH`` -> hour index."""
-    try:
-        t = _dt.datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=_dt.timezone.utc)
-    except ValueError as e:
-        raise StoreError(f"bad hour {text!r}: expected YYYY-MM-DDTHH") from e
-    return int((t - _EPOCH).total_seconds()) // 3600
 
 
 def utc_now() -> str:
@@ -137,27 +119,6 @@ class StoreLayout:
 
     def __repr__(self) -> str:
         return f"StoreLayout({str(self.root)!r})"
-
-
-def fsync_dir(path) -> None:
-    """fsync a directory so a rename / create / unlink in it is durable."""
-    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_durable(path, data) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename, fsync dir."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @contextmanager

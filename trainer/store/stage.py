@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import shutil
 import os
-import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,10 +32,11 @@ import numpy as np
 
 from . import columns as C
 from .errors import StagedVersionError, StoreError
-from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, fsync_dir,
-                     hour_str, shard_file_name, utc_now, write_file_durable)
+from .durable import fsync_dir, write_file_durable
+from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, hour_str,
+                     shard_file_name, utc_now)
 from .claim import check_claim
-from .jsonsafe import strict_dumps
+from ..jsonsafe import strict_dumps
 from .ledger import KINDS, read_state
 
 
@@ -67,23 +67,6 @@ class FileInfo:
         return cls(name=d["name"], role=d.get("role", "shard"), rows=int(d["rows"]),
                    bytes=int(d["bytes"]), checksum=d["checksum"], shard=d.get("shard"),
                    counts=dict(d.get("counts", {})))
-
-
-def _durable_bytes(path: Path, data) -> None:
-    """Write ``data`` to a temp name beside ``path``, fsync, rename (a failed write leaves no temp)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(memoryview(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class Stage:
@@ -151,7 +134,7 @@ class Stage:
         del cols
         crc = checksum(buf)
         try:
-            _durable_bytes(self.dir / name, buf)
+            write_file_durable(self.dir / name, buf, sync_dir=False)
         except OSError as e:
             raise StoreError(f"{where}: cannot write {self.dir / name}: {e}") from e
         return FileInfo(name=name, role="shard", rows=rows, bytes=buf.size,
@@ -215,7 +198,7 @@ class Stage:
             clean[str(k)] = a
         np.savez(bio, **clean)
         data = bio.getbuffer()
-        _durable_bytes(self.dir / DENSE, data)
+        write_file_durable(self.dir / DENSE, data, sync_dir=False)
         return FileInfo(name=DENSE, role="dense", rows=len(clean), bytes=len(data),
                         checksum=checksum(data))
 
