@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from store_helpers import DIM, H0, K, NUM_SHARDS, dense_arrays, make_cols, split_shards
+from tests.store.store_helpers import DIM, H0, K, NUM_SHARDS, dense_arrays, make_cols, split_shards
 from trainer.store import (CorruptFileError, SchemaError, Stage, StoreError, load_chain, save)
 from trainer.store import columns as C
 from trainer.store import load as L

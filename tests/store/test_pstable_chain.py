@@ -4,7 +4,7 @@ import pytest
 
 pstable = pytest.importorskip("pstable")
 
-from store_helpers import H0, dense_arrays  # noqa: E402
+from tests.store.store_helpers import H0, dense_arrays  # noqa: E402
 from trainer.sharding import shards_of_server  # noqa: E402
 from trainer.store import Stage, load_chain, save  # noqa: E402
 

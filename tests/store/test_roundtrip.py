@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from store_helpers import (DIM, H0, K, NUM_SHARDS, assert_cols_equal, chain_rows, commit, concat,
+from tests.store.store_helpers import (DIM, H0, K, NUM_SHARDS, assert_cols_equal, chain_rows, commit, concat,
                            dense_arrays, make_cols, reference_apply, split_shards, stage, take)
 from trainer.store import (CorruptFileError, SchemaError, ShardCountError, Stage, StagedVersionError,
                            load_chain, save)

@@ -4,7 +4,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from support import streamtrain
+from tests.support import streamtrain
 from trainer import store
 from trainer.config import load_config
 from trainer.gendata import generate_hours

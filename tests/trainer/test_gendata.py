@@ -6,7 +6,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from support import streamtrain
+from tests.support import streamtrain
 from trainer.gendata import (NEW_ID_BASE, EDGE_IDS, Planted, generate_hour, generate_hours, latent_factors,
                              raw_ids, true_weights)
 from trainer.metrics import exact_auc

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from streamtrain_airflow.ui import app as ui_app
 from streamtrain_airflow.ui import data
 from trainer.hours import hour_str
-from ui_storegen import START, expected, make_store, run_id
+from tests.ui.ui_storegen import START, expected, make_store, run_id
 
 EVIL = "<script>alert(1)</script>"
 MISSING = (5, 6)           # hour offsets recorded missing
