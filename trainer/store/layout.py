@@ -36,10 +36,10 @@ from .errors import StoreError
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
-#: File checksum: zlib CRC-32 of the whole file, as 8 hex digits. Measured on this machine on a
-#: 100 MB buffer: crc32 2760 MB/s, sha1 770, blake2b 620, md5 590, sha256 340 (no SHA-NI). The
-#: threat is accidental corruption (torn writes, bit rot, truncated copies), not an adversary, and
-#: the byte size is checked too. meta.json itself is small and is pinned by sha256 in the ledger.
+#: File checksum: zlib CRC-32 of the whole file, as 8 hex digits: the fastest of the usual
+#: checksums here (docs/benchmarks.md, "Why the store is built as it is"). The threat is
+#: accidental corruption (torn writes, bit rot, truncated copies), not an adversary, and the byte
+#: size is checked too. meta.json itself is small and is pinned by sha256 in the ledger.
 CHECKSUM_ALGO = "crc32"
 
 LEDGER = "ledger.jsonl"
@@ -81,9 +81,9 @@ def utc_now() -> str:
 
 
 def crc32(data, value: int = 0) -> int:
-    """``zlib.crc32`` (the same values, continuing from `value`), computed by ISA-L: measured here
-    10 GB/s against zlib's 3 GB/s, which matters because every byte is checksummed at stage,
-    commit and load."""
+    """``zlib.crc32`` (the same values, continuing from `value`), computed by ISA-L, several times
+    faster than zlib (docs/benchmarks.md), which matters because every byte is checksummed at
+    stage, commit and load."""
     return isal_zlib.crc32(memoryview(data), value)
 
 

@@ -95,9 +95,8 @@ def check_meta_files(vdir: Path, meta: dict, what: str, *, full: bool,
 
 #: Files are read and checksummed this much at a time: crc32 reads each piece right after
 #: ``readinto`` copied it, while it is still in cache, and ``verify_file`` holds no whole file.
-#: Measured (one thread, CPU): read + CRC-32 of the 8 shard files of 1e7 rows (720 MB) 229 ms
-#: reading each whole file then checksumming it, 206 ms piece by piece; no difference at 1e6
-#: rows (9 MB files stay in cache either way). 256 KB pieces are as fast, 64 KB ones slower.
+#: Piece by piece is no slower than whole files, and faster on large ones (docs/benchmarks.md,
+#: "Why the store is built as it is", has the piece sizes tried).
 READ_CHUNK = 1 << 20
 
 
