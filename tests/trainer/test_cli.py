@@ -85,6 +85,7 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
     assert [p["version"] for p in published] == ["v000001", "v000002", "v000003"]
 
 
+@pytest.mark.slow  # real mpiexec (make test-mpi), not the fast tier
 def test_run_hour_places_ranks_by_the_hostfile(model_config, tmp_path):
     """MPICH hands out ranks host by host in the order of ``mpi.hostfile``: with room for all 3
     ranks on the first line the unreachable second host is never contacted; with room for 2,

@@ -6,7 +6,7 @@ Airflow user (:mod:`.auth`); every model-specific route also requires read acces
 model's DAG.
 
 ``create_app(models=...)`` takes the model source as a callable so tests can serve a store
-without config files; the default lists ``STREAMTRAIN_CONFIG_DIR`` (see :mod:`.data`).
+without config files; the default lists the DAG file's config folder (:func:`.data.discover_models`).
 """
 from __future__ import annotations
 
@@ -305,5 +305,5 @@ def _phases(rows: list[dict]) -> list[str]:
     return seen
 
 
-#: the app the plugin mounts (models from ``STREAMTRAIN_CONFIG_DIR``).
+#: the app the plugin mounts (models: the DAG file's config folder).
 app = create_app()
