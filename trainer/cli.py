@@ -46,7 +46,8 @@ def added_commands() -> dict:
     return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
+    """The parser of the built-in commands, listing ``added`` ones (default: those installed)."""
     parser = argparse.ArgumentParser(prog="streamtrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prune", "remove versions that no load needs")
     p.add_argument("--keep-bases", type=int, default=None)
 
-    for name, entry in added_commands().items():
+    for name, entry in (added_commands() if added is None else added).items():
         sub.add_parser(name, help=f"from {entry.module} (streamtrain {name} --help)",
                        add_help=False)
     return parser
@@ -115,11 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    added = added_commands().get(argv[0]) if argv else None
+    command = argv[0] if argv else None
+    added = {} if command in _HANDLERS else added_commands()  # not looked up on every rank
     try:
-        if added is not None:  # its own parser takes the rest
-            return int(added.load()(argv[1:]) or 0)
-        return int(_dispatch(build_parser().parse_args(argv)) or 0)
+        if command in added:  # its own parser takes the rest
+            return int(added[command].load()(argv[1:]) or 0)
+        return int(_dispatch(build_parser(added).parse_args(argv)) or 0)
     except KeyboardInterrupt:
         print("streamtrain: error: interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -141,6 +141,8 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
             log(f"{hour_str(hour)}: {plan.skip}")
             job.give_up(cfg, hour, clean_staging=False)
             report(plan.outcome)
+        if jax_import is not None:  # exiting while jaxlib initialises aborts the process
+            jax_import.join()
         return 0
     if roles.rank == 0:
         log(f"{hour_str(hour)}: training as {plan.kind} on parent {plan.parent or '(none)'}; "

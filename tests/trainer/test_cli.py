@@ -21,6 +21,14 @@ def test_help_lists_every_command():
         assert command in proc.stdout
 
 
+def test_demo_comes_from_the_plugin_package_and_parses_its_own_arguments():
+    proc = streamtrain("demo", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: streamtrain demo") and "--keep-running" in proc.stdout
+    from trainer.cli import added_commands
+    assert added_commands()["demo"].value == "streamtrain_airflow.demo:main"
+
+
 @pytest.mark.parametrize("args, reason", [
     (["chain", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read config"),
     (["save", "--config", "examples/demo.toml", "--hour", "2026-13-01T00"], "2026-13-01T00"),
