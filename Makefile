@@ -27,9 +27,10 @@ ui-stop:
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-# no real mpiexec, Airflow or browser
+# no real mpiexec, Airflow or browser; FAST_WORKERS processes (pytest-xdist), one per core here
+FAST_WORKERS ?= 2
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(FAST_WORKERS)
 
 # real mpiexec jobs without Airflow
 test-mpi: $(STAMP)

@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from trainer.hours import hour_index, hour_str, partition_relpath  # noqa: E402
-from trainer.metrics import ProgressiveMetrics, json_safe  # noqa: E402
+from trainer.jsonsafe import strict_dumps  # noqa: E402
+from trainer.metrics import ProgressiveMetrics  # noqa: E402
 from trainer.store import read_donefile  # noqa: E402
 
 START = "2026-01-01T00"
@@ -397,7 +398,7 @@ def main(argv=None) -> int:
     print(f"# overrides {overrides or 'none'}")
     print(format_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(json_safe(results), indent=1, allow_nan=False))
+        Path(args.json).write_text(strict_dumps(results, indent=1))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.sharding import shard_of  # noqa: E402
-from trainer.store import Chain, Stage, load_chain, save  # noqa: E402
+from trainer.sharding import shard_of, shards_of_server  # noqa: E402
+from trainer.store import Stage, load_chain, save  # noqa: E402
 from trainer.store.columns import split_by_shard  # noqa: E402
 
 DIM, K, SHARDS = 8, 2, 8
@@ -118,7 +118,7 @@ def load_all(d, threads, table=False):
     does it (reserve the base's admitted rows, load every file, mark_saved)."""
     t0 = time.perf_counter()
     ch = load_chain(d, num_shards=SHARDS)
-    mine = Chain.shards_for_rank(SHARDS, 0, 1)
+    mine = shards_of_server(0, SHARDS, 1)
     rows = 0
     tab = None
     if table:

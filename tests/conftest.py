@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from support import write_model_config
+from tests.support import write_model_config
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Helpers shared by every test folder: a small model config on temporary folders, and a way to
 run the real ``streamtrain`` / ``mpiexec`` commands of this environment.
 
-Import as ``from support import ...`` (``tests/`` is on ``sys.path`` through its conftest)."""
+Import as ``from tests.support import ...`` (the test folders are packages, so no helper needs a
+name unique across folders)."""
 from __future__ import annotations
 
 import os

@@ -53,7 +53,7 @@ def chain_command(cfg: ModelConfig, verify: bool = False, as_json: bool = False)
     ``missing_hours`` and ``empty_hours`` (``settled_hours``), ``head``; strict JSON (a metric
     that is not a number, e.g. the AUC of a one-class hour, is ``null``).
     """
-    from trainer.store.jsonsafe import strict_dumps
+    from trainer.jsonsafe import strict_dumps
     from trainer.store.verify import format_versions, list_versions, settled_hours, verify_store
 
     rows = list_versions(cfg.model_dir)

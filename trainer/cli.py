@@ -2,6 +2,10 @@
 
 Every command takes the model config; every failure exits non-zero with a one-line reason first.
 The commands are thin: each parses its arguments and calls the module that does the work.
+
+Other installed packages add commands through the entry points of :data:`COMMAND_GROUP` (the
+Airflow plugin package adds ``demo``); ``trainer`` loads one only to run it, and never imports
+those packages by name.
 """
 from __future__ import annotations
 
@@ -31,13 +35,25 @@ def _planted_term(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Entry-point group of the commands other packages add: ``name = module:main``, where
+#: ``main(argv) -> int`` parses the arguments after the command's name itself.
+COMMAND_GROUP = "streamtrain.commands"
+
+
+def added_commands() -> dict:
+    """The commands other installed packages add: name -> entry point (not loaded)."""
+    from importlib.metadata import entry_points
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+
+
+def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
+    """The parser of the built-in commands, listing ``added`` ones (default: those installed)."""
     parser = argparse.ArgumentParser(prog="streamtrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str, config_required: bool = True):
+    def command(name: str, help_text: str):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", required=config_required, help="model config (TOML or YAML)")
+        p.add_argument("--config", required=True, help="model config (TOML or YAML)")
         return p
 
     p = command("gen-data", "write a synthetic hourly stream (planted model, drift, new ids)")
@@ -93,16 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prune", "remove versions that no load needs")
     p.add_argument("--keep-bases", type=int, default=None)
 
-    p = command("demo", "the main job on its embedded default (Airflow, mpiexec, synthetic data)",
-                config_required=False)
-    p.add_argument("--hours", type=int, default=None)
+    for name, entry in (added_commands() if added is None else added).items():
+        sub.add_parser(name, help=f"from {entry.module} (streamtrain {name} --help)",
+                       add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else None
+    added = {} if command in _HANDLERS else added_commands()  # not looked up on every rank
     try:
-        return int(_dispatch(args) or 0)
+        if command in added:  # its own parser takes the rest
+            return int(added[command].load()(argv[1:]) or 0)
+        return int(_dispatch(build_parser(added).parse_args(argv)) or 0)
     except KeyboardInterrupt:
         print("streamtrain: error: interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -119,22 +139,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.command == "demo":
-        from streamtrain_airflow.demo import main as demo_main
-        return demo_main(_demo_argv(args))
     from trainer.config import load_config
     cfg = load_config(args.config, check_network=args.command in _RUN_THE_NETWORK)
     handler = _HANDLERS[args.command]
     return handler(cfg, args)
-
-
-def _demo_argv(args) -> list[str]:
-    argv = []
-    if args.config:
-        argv += ["--config", args.config]
-    if args.hours:
-        argv += ["--hours", str(args.hours)]
-    return argv
 
 
 def _gen_data(cfg, args) -> int:
@@ -167,7 +175,7 @@ def _mark_missing(cfg, args) -> int:
 
 def _publish(cfg, args) -> int:
     from trainer import actions
-    from trainer.store.jsonsafe import strict_dumps
+    from trainer.jsonsafe import strict_dumps
     print(strict_dumps(actions.publish(cfg, args.hour)))
     return 0
 

@@ -91,7 +91,7 @@ _INTERACTION = 0.4  # coefficient of d0 * d1
 DEFAULT_BIAS = -2.2  #: planted intercept (CTR ~0.15); about -6.3 gives a CTR of ~0.4 %
 _DRIFT = 0.4  # drift amplitude, as a fraction of a weight's sigma
 _PERIOD_HOURS = 72.0
-_NEW_BASE = 1 << 40  # ranks of new ids start here (far from the stable ranks)
+NEW_ID_BASE = 1 << 40  #: ranks of new ids start here (far from the stable ranks)
 _FACTOR_SALT = 100  # `what` salts of the latent factors start here (2 per factor column)
 
 
@@ -211,7 +211,7 @@ def _draw_ranks(rng, n, prof: SlotProfile, hour: int) -> np.ndarray:
     ranks = _zipf_ranks(rng, n, prof.id_space, prof.zipf)
     if prof.new_fraction > 0:
         new = rng.random(n) < prof.new_fraction
-        ranks[new] = _NEW_BASE + hour * prof.new_per_hour + rng.integers(0, prof.new_per_hour, int(new.sum()))
+        ranks[new] = NEW_ID_BASE + hour * prof.new_per_hour + rng.integers(0, prof.new_per_hour, int(new.sum()))
     return ranks
 
 

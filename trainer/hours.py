@@ -122,8 +122,7 @@ def hour_str(h: int) -> str:
     >>> hour_str(-1)
     '1969-12-31T23'
     """
-    h = _check_index(h)
-    return (_EPOCH + _dt.timedelta(hours=h)).strftime(HOUR_FORMAT)
+    return hour_start(h).strftime(HOUR_FORMAT)
 
 
 def partition_relpath(h: int) -> str:

@@ -44,7 +44,7 @@ from trainer.network import load as network_load
 from trainer.network.layout import ParamLayout
 from trainer.network.optimizer import DenseOptimizer
 from trainer.server import DenseSlice, Server, dense_bounds
-from trainer.sharding import shard_of
+from trainer.sharding import shard_of, shards_of_server
 from trainer.worker import Worker
 
 
@@ -148,6 +148,8 @@ def _run(comm: MPI.Comm, cfg: ModelConfig, hour: int, force: bool, run_info: dic
             log(f"{hour_str(hour)}: {plan.skip}")
             job.give_up(cfg, hour, clean_staging=False)
             report(plan.outcome)
+        if jax_import is not None:  # exiting while jaxlib initialises aborts the process
+            jax_import.join()
         return 0
     if roles.rank == 0:
         log(f"{hour_str(hour)}: training as {plan.kind} on parent {plan.parent or '(none)'}; "
@@ -309,10 +311,6 @@ def _skipped(hour: int, message: str, **outcome) -> HourPlan:
                     outcome={"hour": hour_str(hour), "message": message, **outcome})
 
 
-def _my_shards(cfg: ModelConfig, roles: Roles) -> list[int]:
-    return [s for s in range(cfg.table_num_shards) if s % roles.servers == roles.rank]
-
-
 def _import_in_background(module: str) -> threading.Thread:
     """Start importing `module` (JAX: about a second) while rank 0 plans the hour."""
     thread = threading.Thread(target=importlib.import_module, args=(module,),
@@ -356,7 +354,7 @@ def _load_table(cfg, plan: HourPlan, roles: Roles):
     if plan.parent is None:
         return table, None
     chain = store.load_chain(cfg.model_dir, head=plan.parent, num_shards=cfg.table_num_shards)
-    chain.load_into(table, _my_shards(cfg, roles))
+    chain.load_into(table, shards_of_server(roles.rank, cfg.table_num_shards, roles.servers))
     table.mark_saved()
     return table, chain
 
@@ -415,7 +413,8 @@ def _stage_shards(cfg, plan: HourPlan, roles: Roles, table) -> list:
     owner = shard_of(columns["key"], columns["slot"], cfg.table_num_shards)
     # one sort by shard, then each shard is gathered while the previous ones are encoded,
     # checksummed, written and fsync'd on a small thread pool
-    infos = stage.write_shards(split_by_shard(columns, owner, _my_shards(cfg, roles)))
+    mine = shards_of_server(roles.rank, cfg.table_num_shards, roles.servers)
+    infos = stage.write_shards(split_by_shard(columns, owner, mine))
     return stage, infos
 
 

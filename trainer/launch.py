@@ -141,7 +141,7 @@ def run_hour(cfg: ModelConfig, hour: int, force: bool = False) -> int:
     """
     from trainer import actions, store
     from trainer.outcome import parse_result
-    from trainer.store.jsonsafe import strict_dumps
+    from trainer.jsonsafe import strict_dumps
 
     claim = store.take_claim(cfg.model_dir, hour)
     try:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ProgressiveMetrics", "Reliability", "RELIABILITY_EDGES", "exact_auc", "json_safe"]
+__all__ = ["ProgressiveMetrics", "Reliability", "RELIABILITY_EDGES", "exact_auc"]
 
 _SCALARS = ("rows", "shows", "clicks", "pred_sum", "loss_sum", "sq_err_sum")
 _EPS = 1e-7
@@ -261,19 +261,3 @@ def exact_auc(labels, preds, weights=None) -> float:
         return float("nan")
     neg_below = np.cumsum(neg) - neg
     return float((np.dot(pos, neg_below) + 0.5 * np.dot(pos, neg)) / (P * N))
-
-
-def json_safe(value):
-    """``value`` with every NaN or infinite float replaced by ``None`` (JSON ``null``), in nested
-    dicts and lists: what goes into a JSON file a serving system or a browser reads.
-
-    >>> json_safe({"auc": float("nan"), "bins": [0.5, float("inf")]})
-    {'auc': None, 'bins': [0.5, None]}
-    """
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -56,7 +56,7 @@ def exit_code_of(err: BaseException) -> int:
 
 def result_line(outcome: dict) -> str:
     """The result line of `outcome` (strict JSON, keys sorted)."""
-    from trainer.store.jsonsafe import strict_dumps
+    from trainer.jsonsafe import strict_dumps
 
     if outcome.get("status") not in RESULT_STATUSES:
         raise ValueError(f"result status must be one of {RESULT_STATUSES}, got {outcome!r}")

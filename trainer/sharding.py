@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mix64", "shard_of", "server_of_shard", "group_by_owner"]
+__all__ = ["mix64", "shard_of", "server_of_shard", "shards_of_server", "group_by_owner"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -97,6 +97,16 @@ def server_of_shard(shard, num_servers: int):
     if int(num_servers) < 1:
         raise ValueError(f"num_servers: expected >= 1, got {num_servers}")
     return shard % num_servers
+
+
+def shards_of_server(server: int, num_shards: int, num_servers: int) -> list[int]:
+    """The logical shards server ``server`` (0-based among servers) holds: the inverse of
+    :func:`server_of_shard`, which decides it.
+
+    >>> shards_of_server(1, 6, 4), shards_of_server(3, 6, 4)
+    ([1, 5], [3])
+    """
+    return [s for s in range(int(num_shards)) if server_of_shard(s, num_servers) == server]
 
 
 def group_by_owner(owner, num_owners: int) -> list[np.ndarray]:

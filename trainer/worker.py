@@ -14,9 +14,7 @@ deterministic.
 """
 from __future__ import annotations
 
-import os
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -82,8 +80,6 @@ class Worker:
             self.metrics.update(batch.labels, step.probs, batch.shows if batch.has_shows else None)
             self._push(features, groups, step)
             self.stats.batches += 1
-            if self.stats.batches == 1:
-                _injected_fault(self.comm.rank)
             self.stats.rows += batch.num_rows
             self.stats.keys += batch.num_features
             now = time.monotonic()
@@ -171,19 +167,6 @@ class Worker:
         done = np.zeros(1, np.uint8)
         for server in self.roles.server_ranks():
             self.comm.Send([done, MPI.BYTE], dest=server, tag=TAG_DONE)
-
-
-def _injected_fault(rank: int) -> None:
-    """Tests only: ``STREAMTRAIN_FAULT=raise@R`` or ``kill@R`` fails rank R after its first batch."""
-    spec = os.environ.get("STREAMTRAIN_FAULT", "")
-    if not spec:
-        return
-    action, _, target = spec.partition("@")
-    if int(target) != rank:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault ({spec})")
 
 
 def _prefetch(items, depth: int):

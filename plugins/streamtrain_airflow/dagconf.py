@@ -44,12 +44,14 @@ def config_dir() -> Path:
 
 
 def config_files(folder: Path | None = None) -> list[Path]:
-    """Config files of ``folder`` (sorted; names starting with ``.`` or ``_`` are ignored)."""
+    """Config files of ``folder`` (default :func:`config_dir`), sorted; names starting with ``.``
+    or ``_`` are ignored. The DAG file and the UI both list models here."""
     folder = config_dir() if folder is None else Path(folder)
-    if not folder.is_dir():
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix in CONFIG_SUFFIXES
+                      and not p.name.startswith((".", "_")) and p.is_file())
+    except OSError:  # absent or unreadable: no models
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix in CONFIG_SUFFIXES and not p.name.startswith((".", "_")) and p.is_file())
 
 
 def model_name(config_path) -> str:

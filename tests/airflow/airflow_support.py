@@ -11,7 +11,7 @@ from pathlib import Path
 from streamtrain_airflow.airflow_home import (COMPONENTS, run_states, start_airflow, stop_airflow,
                                               task_states, wait_http)
 from streamtrain_airflow.demo import prepare_backfill
-from support import REPO, streamtrain as run_streamtrain
+from tests.support import REPO, streamtrain as run_streamtrain
 from trainer.store import Ledger
 
 # a tiny model: 1 server + 1 worker, small network, short sensor timeout

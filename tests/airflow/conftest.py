@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_support import write_tiny_config
+from tests.airflow.airflow_support import write_tiny_config
 
 if "airflow" not in sys.modules:  # in-process Airflow must never touch ~/airflow
     _home = tempfile.mkdtemp(prefix="streamtrain-airflow-home-")

@@ -6,7 +6,7 @@ import datetime as dt
 import pendulum
 import pytest
 
-from airflow_support import REPO, write_tiny_config
+from tests.airflow.airflow_support import REPO, write_tiny_config
 
 
 def _dagbag():

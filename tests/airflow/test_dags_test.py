@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from airflow_support import ledger, streamtrain
+from tests.airflow.airflow_support import ledger, streamtrain
 from streamtrain_airflow.airflow_home import airflow_bin
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from airflow_support import ledger, streamtrain
+from tests.airflow.airflow_support import ledger, streamtrain
 from streamtrain_airflow.airflow_home import airflow_bin
 from trainer.hours import hour_index, partition_relpath
 from trainer.process import kill_group, start_group

@@ -3,7 +3,7 @@ from trainer import store
 from trainer.config import load_config
 from trainer.hours import hour_index
 
-from airflow_support import write_tiny_config
+from tests.airflow.airflow_support import write_tiny_config
 from streamtrain_airflow.store_view import order_problem
 
 H0 = hour_index("2026-01-01T00")

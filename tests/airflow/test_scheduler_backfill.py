@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from airflow_support import airflow_backfilling, ledger, streamtrain
+from tests.airflow.airflow_support import airflow_backfilling, ledger, streamtrain
 from streamtrain_airflow.airflow_home import (
     task_states, write_config,
 )

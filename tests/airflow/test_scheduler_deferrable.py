@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from airflow_support import airflow_backfilling, ledger, streamtrain
+from tests.airflow.airflow_support import airflow_backfilling, ledger, streamtrain
 from streamtrain_airflow.airflow_home import (
     COMPONENTS, task_states, write_config,
 )

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_support import (airflow_backfilling, chain_events, clear_and_rerun, ledger,
+from tests.airflow.airflow_support import (airflow_backfilling, chain_events, clear_and_rerun, ledger,
                              streamtrain, task_state_map, wait_until)
 from streamtrain_airflow.airflow_home import (
     admin_password, run_states, task_states, write_config,

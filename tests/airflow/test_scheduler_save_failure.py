@@ -14,7 +14,7 @@ import fcntl
 
 import pytest
 
-from airflow_support import (airflow_backfilling, chain_events, clear_and_rerun, ledger,
+from tests.airflow.airflow_support import (airflow_backfilling, chain_events, clear_and_rerun, ledger,
                              streamtrain, task_state_map, wait_until)
 from streamtrain_airflow.airflow_home import run_states, write_config
 from streamtrain_airflow.demo import wait_runs

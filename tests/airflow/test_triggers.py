@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pendulum
 import pytest
 
-from airflow_support import ledger, streamtrain, write_tiny_config
+from tests.airflow.airflow_support import ledger, streamtrain, write_tiny_config
 from trainer.hours import hour_index, partition_relpath
 
 HOUR = hour_index("2026-01-01T00")

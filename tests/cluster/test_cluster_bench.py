@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from support import REPO
+from tests.support import REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

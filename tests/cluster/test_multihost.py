@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import PYTHON, REPO, streamtrain, write_model_config
+from tests.support import PYTHON, REPO, streamtrain, write_model_config
 from trainer import store
 from trainer.config import load_config
 from trainer.gendata import generate_hours

@@ -13,7 +13,7 @@ import pytest
 
 import netns_hosts
 from netns_hosts import Hosts
-from support import MPIEXEC, PYTHON, REPO
+from tests.support import MPIEXEC, PYTHON, REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

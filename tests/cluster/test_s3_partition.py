@@ -145,7 +145,7 @@ def test_bad_s3_settings_are_refused(tmp_path, section, message):
 
 @pytest.mark.slow
 def test_a_job_with_refused_credentials_fails_in_one_line_naming_the_uri(tmp_path, uploaded, s3):
-    from support import streamtrain
+    from tests.support import streamtrain
 
     cfg = config_for(tmp_path, s3, f"s3://{s3.bucket}/{tmp_path.name}", secret_key="not-the-secret")
     done = streamtrain("train", "--config", cfg.path, "--hour", "2026-11-26T13", mpi_ranks=2,

@@ -7,8 +7,8 @@ import zlib
 import numpy as np
 
 from pstable import SparseTable
-from pstable_cases import EDGE_KEYS, SHOW_SCALE, make_config
-from pstable_reference import RefTable, assert_same_state, export_as_dict
+from tests.pstable.pstable_cases import EDGE_KEYS, SHOW_SCALE, make_config
+from tests.pstable.pstable_reference import RefTable, assert_same_state, export_as_dict
 
 
 def case_config(case):

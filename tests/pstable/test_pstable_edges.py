@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pstable import SparseTable, TableConfig, feature_hash
-from pstable_cases import EDGE_KEYS, make_config
-from pstable_reference import RefTable, assert_same_state, init_embedding, init_embedding_vec
+from tests.pstable.pstable_cases import EDGE_KEYS, make_config
+from tests.pstable.pstable_reference import RefTable, assert_same_state, init_embedding, init_embedding_vec
 
 
 def _push(t, keys, slots=None, hour=0, show=1.0, click=0.0, grad=0.0):
@@ -427,9 +427,10 @@ def test_load_duplicates_in_one_call_apply_in_order(n_feats):
 
 def test_docstring_examples_of_the_compiled_module_run():
     import doctest
+    import sys
 
-    import pstable._table
-    result = doctest.testmod(pstable._table)
+    compiled = sys.modules[SparseTable.__module__]
+    result = doctest.testmod(compiled)
     assert result.attempted >= 2 and result.failed == 0
 
 

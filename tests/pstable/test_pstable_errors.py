@@ -5,7 +5,7 @@ import pytest
 
 from pstable import (AdmissionConfig, OptimizerConfig, SparseTable, TableConfig, TableConfigError,
                      opt_state_width)
-from pstable_cases import make_config
+from tests.pstable.pstable_cases import make_config
 
 
 def _snapshot(t):

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pstable import SparseTable
-from pstable_cases import ADMISSIONS, EDGE_KEYS, EVICTIONS, RULES, make_config
-from pstable_reference import RefTable, assert_same_state
+from tests.pstable.pstable_cases import ADMISSIONS, EDGE_KEYS, EVICTIONS, RULES, make_config
+from tests.pstable.pstable_reference import RefTable, assert_same_state
 
 KEYS = [int(k) for k in EDGE_KEYS] + [3, 4, 5, 1 << 40]
 feature = st.tuples(st.sampled_from(KEYS), st.integers(0, 2))

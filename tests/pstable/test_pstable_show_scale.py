@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pstable import OptimizerConfig, SparseTable, TableConfig, TableConfigError
-from pstable_cases import RULES, make_config
+from tests.pstable.pstable_cases import RULES, make_config
 
 KEY = np.array([42], np.uint64)
 SLOT = np.zeros(1, np.int32)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from store_helpers import H0, commit, make_cols
+from tests.store.store_helpers import H0, commit, make_cols
 from trainer.metrics import ProgressiveMetrics
 from trainer.store import StoreLayout, publish, read_donefile
 from trainer.store.verify import format_versions, list_versions

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from store_helpers import H0, commit, make_cols, snapshot
+from tests.store.store_helpers import H0, commit, make_cols, snapshot
 from trainer.store import (ChainError, ChainOrderError, CorruptFileError, DuplicateVersionError, LedgerError,
                            MissingFileError, MissingVersionError, load_chain, mark_missing,
                            read_state)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from store_helpers import (H0, assert_cols_equal, chain_rows, commit, make_cols,
+from tests.store.store_helpers import (H0, assert_cols_equal, chain_rows, commit, make_cols,
                            snapshot, split_shards, stage)
 from trainer.store import (RollbackError, StagedVersionError, StoreError, load_chain,
                            mark_missing, plan_hour, publish, read_donefile, read_state,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support import PYTHON, REPO, streamtrain
+from tests.support import PYTHON, REPO, streamtrain
 from trainer import store
 from trainer.config import load_config
 from trainer.gendata import generate_hours

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from store_helpers import DIM, H0, K, NUM_SHARDS, dense_arrays, make_cols, split_shards
+from tests.store.store_helpers import DIM, H0, K, NUM_SHARDS, dense_arrays, make_cols, split_shards
 from trainer.store import (CorruptFileError, SchemaError, Stage, StoreError, load_chain, save)
 from trainer.store import columns as C
 from trainer.store import load as L
@@ -215,7 +215,7 @@ def test_bad_matrix_column_is_named(column, match):
 def test_encoder_fallback_when_size_bound_too_small(monkeypatch):
     cols = C.check_columns(make_cols(3000, seed=1), dim=DIM, opt_width=K, where="t")
     fast = C.encode_parquet(cols)
-    monkeypatch.setattr(C, "_size_bound", lambda table: 100)
+    monkeypatch.setattr(C, "encoded_size_bound", lambda table: 100)
     slow = C.encode_parquet(cols)
     assert fast.to_pybytes() == slow.to_pybytes()
 
@@ -231,7 +231,7 @@ def test_size_bound_holds(n, k, monkeypatch):
 
     monkeypatch.setattr(pa, "BufferOutputStream", no_fallback)
     buf = C.encode_parquet(cols)
-    assert buf.size <= C._size_bound(C.columns_to_table(cols))
+    assert buf.size <= C.encoded_size_bound(C.columns_to_table(cols))
 
 
 def test_many_row_groups_decode(monkeypatch):

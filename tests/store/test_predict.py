@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from store_helpers import H0, make_cols, split_shards
+from tests.store.store_helpers import H0, make_cols, split_shards
 from trainer.store import Stage, StoreError, load_chain, save
 
 reader = pytest.importorskip("trainer.reader")

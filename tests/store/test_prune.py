@@ -1,7 +1,7 @@
 """prune --keep-bases N: removes old versions, records it, never what a load still needs."""
 import pytest
 
-from store_helpers import H0, commit, make_cols
+from tests.store.store_helpers import H0, commit, make_cols
 from trainer.store import (MissingVersionError, StoreError, load_chain, plan_hour, prune,
                            read_state, rollback_head)
 from trainer.store.layout import StoreLayout

@@ -4,8 +4,9 @@ import pytest
 
 pstable = pytest.importorskip("pstable")
 
-from store_helpers import H0, dense_arrays  # noqa: E402
-from trainer.store import Chain, Stage, load_chain, save  # noqa: E402
+from tests.store.store_helpers import H0, dense_arrays  # noqa: E402
+from trainer.sharding import shards_of_server  # noqa: E402
+from trainer.store import Stage, load_chain, save  # noqa: E402
 
 NUM_SHARDS = 5
 DIM = 4
@@ -39,7 +40,7 @@ def _stage_commit(model_dir, t, hour, kind, parent, num_servers):
     for rank in range(num_servers):
         st = Stage.open(model_dir, hour, kind, parent, num_shards=NUM_SHARDS, dim=DIM,
                         opt_width=k, optimizer_rule="adagrad")
-        for s in Chain.shards_for_rank(NUM_SHARDS, rank, num_servers):
+        for s in shards_of_server(rank, NUM_SHARDS, num_servers):
             infos.append(st.write_shard(s, {c: a[owner == s] for c, a in cols.items()}))
     infos.append(st.write_dense(dense_arrays()))
     st.finish(infos)
@@ -73,7 +74,7 @@ def test_table_base_deltas_reload_bit_identical(tmp_path):
     for num_servers in (1, 3):  # saved by 2 servers, loaded by 1 and by 3
         tables = [_table() for _ in range(num_servers)]
         for rank, tr in enumerate(tables):
-            for s in Chain.shards_for_rank(NUM_SHARDS, rank, num_servers):
+            for s in shards_of_server(rank, NUM_SHARDS, num_servers):
                 for _v, cols in chain.iter_shard(s):
                     tr.load(cols)
         parts = [tr.export() for tr in tables]

@@ -5,10 +5,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from store_helpers import (DIM, H0, K, NUM_SHARDS, assert_cols_equal, chain_rows, commit, concat,
+from tests.store.store_helpers import (DIM, H0, K, NUM_SHARDS, assert_cols_equal, chain_rows, commit, concat,
                            dense_arrays, make_cols, reference_apply, split_shards, stage, take)
-from trainer.store import (Chain, CorruptFileError, SchemaError, ShardCountError, Stage, StagedVersionError,
+from trainer.store import (CorruptFileError, SchemaError, ShardCountError, Stage, StagedVersionError,
                            load_chain, save)
+from trainer.sharding import shards_of_server
 from trainer.store.layout import StoreLayout
 from trainer.store.predict import model_table
 
@@ -89,7 +90,7 @@ def test_reshard_two_servers_to_three(tmp_path):
     cols = make_cols(400, seed=11)
     commit(tmp_path, H0, "full", None, cols, num_servers=2, num_shards=6)
     ch = load_chain(tmp_path, num_shards=6)
-    hosted = [Chain.shards_for_rank(6, r, 3) for r in range(3)]
+    hosted = [shards_of_server(r, 6, 3) for r in range(3)]
     assert sorted(s for h in hosted for s in h) == list(range(6))
     assert hosted == [[0, 3], [1, 4], [2, 5]]
     loaded = concat([ch.read_shard("v000001", s) for h in hosted for s in h])

@@ -10,8 +10,7 @@ compares against central finite differences of the step's own loss:
   gather and back;
 - the flat dense gradient against d loss / d params, on a sample of coordinates.
 
-Import as ``from network_checks import check_network_gradients`` (``tests/trainer`` is on
-``sys.path`` for the trainer tests).
+Import as ``from tests.trainer.network_checks import check_network_gradients``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from support import streamtrain
+from tests.support import streamtrain
 from trainer import store
 from trainer.config import load_config
 from trainer.gendata import generate_hours
@@ -20,6 +20,14 @@ def test_help_lists_every_command():
     for command in ("gen-data", "train", "save", "mark-missing", "publish", "run-hour", "chain",
                     "predict", "prune", "demo"):
         assert command in proc.stdout
+
+
+def test_demo_comes_from_the_plugin_package_and_parses_its_own_arguments():
+    proc = streamtrain("demo", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: streamtrain demo") and "--keep-running" in proc.stdout
+    from trainer.cli import added_commands
+    assert added_commands()["demo"].value == "streamtrain_airflow.demo:main"
 
 
 @pytest.mark.parametrize("args, reason", [
@@ -105,6 +113,7 @@ def test_hours_across_midnight_evict_save_full_and_predict(model_config, tmp_pat
     assert [p["version"] for p in published] == ["v000001", "v000002", "v000003"]
 
 
+@pytest.mark.slow  # real mpiexec (make test-mpi), not the fast tier
 def test_run_hour_places_ranks_by_the_hostfile(model_config, tmp_path):
     """MPICH hands out ranks host by host in the order of ``mpi.hostfile``: with room for all 3
     ranks on the first line the unreachable second host is never contacted; with room for 2,

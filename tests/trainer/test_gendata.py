@@ -6,8 +6,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from support import streamtrain
-from trainer.gendata import (_NEW_BASE, EDGE_IDS, Planted, generate_hour, generate_hours, latent_factors,
+from tests.support import streamtrain
+from trainer.gendata import (NEW_ID_BASE, EDGE_IDS, Planted, generate_hour, generate_hours, latent_factors,
                              raw_ids, true_weights)
 from trainer.metrics import exact_auc
 from trainer.hours import partition_relpath
@@ -172,7 +172,7 @@ def test_planted_sequence_effect_follows_the_best_matching_history_id(make_colum
     table, info = generate_hour(cols, H0, 20_000, seed=4, planted=planted)
     # history ids are item ids (same raw ids: a shared table makes them the same rows)
     stable = np.arange(20_000)
-    new = _NEW_BASE + H0 * 2000 + np.arange(2000)
+    new = NEW_ID_BASE + H0 * 2000 + np.arange(2000)
     ranks = np.concatenate([stable, new])
     rank_of = dict(zip(raw_ids(ranks, 1, 4).tolist(), ranks.tolist()))
     history = table["history"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from support import streamtrain
+from tests.support import streamtrain
 from trainer.config import load_config
 from trainer.gendata import generate_hours
 from trainer.hours import hour_index, hour_str

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from network_checks import check_network_gradients, hand_made_batch
+from tests.trainer.network_checks import check_network_gradients, hand_made_batch
 from trainer.network import load
 from trainer.network.api import InputSpec
 from trainer.network.layout import ParamLayout

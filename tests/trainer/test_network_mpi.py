@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from support import REPO, streamtrain
-from test_job_mpi import H0, hstr, result_of, train, write_partition
+from tests.support import REPO, streamtrain
+from tests.trainer.test_job_mpi import H0, hstr, result_of, train, write_partition
 from trainer import store
 from trainer.config import load_config
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trainer.sharding import group_by_owner, mix64, server_of_shard, shard_of
+from trainer.sharding import group_by_owner, mix64, server_of_shard, shard_of, shards_of_server
 
 EDGE = np.array([0, 1, 2**63 - 1, 2**63, 2**64 - 1], dtype=np.uint64)
 
@@ -55,6 +55,15 @@ def test_shard_is_independent_of_server_count():
     for servers in (1, 2, 3, 8):
         srv = server_of_shard(s, servers)
         assert np.array_equal(srv, s % servers)
+
+
+@pytest.mark.parametrize("num_shards, servers", [(8, 1), (8, 3), (6, 4), (2, 5)])
+def test_every_shard_is_held_by_the_one_server_that_routes_it(num_shards, servers):
+    """What a server loads and saves (``shards_of_server``) is what workers route to it."""
+    held = [shards_of_server(srv, num_shards, servers) for srv in range(servers)]
+    assert sorted(s for shards in held for s in shards) == list(range(num_shards))
+    for srv, shards in enumerate(held):
+        assert all(server_of_shard(s, servers) == srv for s in shards)
 
 
 def test_group_by_owner_partitions_positions():

@@ -3,7 +3,7 @@ sparse rows against finite differences (``network_checks.check_network_gradients
 import importlib
 
 import pytest
-from network_checks import check_network_gradients
+from tests.trainer.network_checks import check_network_gradients
 
 from trainer.network.api import InputSpec
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from streamtrain_airflow.ui import app as ui_app
 from streamtrain_airflow.ui import data
 from trainer.hours import hour_str
-from ui_storegen import START, expected, make_store, run_id
+from tests.ui.ui_storegen import START, expected, make_store, run_id
 
 EVIL = "<script>alert(1)</script>"
 MISSING = (5, 6)           # hour offsets recorded missing
@@ -398,6 +398,19 @@ def test_pruned_versions_leave_the_chain(tmp_path):
         f.write('{"seq": %d, "event": "prune", "versions": ["v000001", "v000002"]}\n'
                 % (events[-1]["seq"] + 1))
     assert [v.version for v in data.read_chain(tmp_path).versions] == ["v000003", "v000004"]
+
+
+def test_a_meta_json_the_ledger_does_not_pin_is_refused_naming_it(tmp_path):
+    make_store(tmp_path, "m", 3)
+    meta = tmp_path / "versions" / "v000002" / "meta.json"
+    meta.write_text(meta.read_text() + "\n")  # still JSON, no longer the bytes committed
+    chain = data.read_chain(tmp_path)
+    with pytest.raises(data.StoreReadError, match=r"v000002.*meta.json sha256 differs from the ledger"):
+        data.read_meta(tmp_path, "v000002")
+    row = data.version_row(str(tmp_path), chain.find("v000002"))
+    assert row["metrics"]["auc"] is None and "sha256 differs" in row["error"]
+    assert data.read_meta(tmp_path, "v000003")["metrics"]["auc"] == expected(3)["auc"]
+    assert data.read_meta(tmp_path, "v000009") is None  # never committed
 
 
 def test_torn_last_ledger_line_is_ignored_and_a_corrupt_one_named(tmp_path):

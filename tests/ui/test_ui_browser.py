@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ui_cdp import Chromium, chromium_path
-from ui_storegen import START, expected, make_store, run_id
+from tests.ui.ui_cdp import Chromium, chromium_path
+from tests.ui.ui_storegen import START, expected, make_store, run_id
 from trainer.hours import hour_str
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from trainer.hours import hour_index, hour_str
-from trainer.store.layout import SCHEMA_VERSION
+from trainer.store.layout import SCHEMA_VERSION, sha256_hex
 
 START = hour_index("2026-11-01T00")
 REASONS = {"missing": "partition never completed", "empty": "partition has no rows"}
@@ -43,6 +43,7 @@ def make_store(model_dir: Path, name: str, n: int, *, start: int = START,
     model_dir = Path(model_dir)
     (model_dir / "versions").mkdir(parents=True, exist_ok=True)
     events, seq, hour, base, parent = [], 0, start, None, None
+    base_of = {}  # version -> its base
     i = 0
     while i < n:
         seq += 1
@@ -56,6 +57,7 @@ def make_store(model_dir: Path, name: str, n: int, *, start: int = START,
         events.append(_commit(model_dir, name, seq, i, hour, parent, base))
         parent = events[-1]["version"]
         base = parent if events[-1]["kind"] == "full" else base
+        base_of[parent] = base
         hour += 1
     if rollback_last and n:
         last = events[-1]
@@ -63,7 +65,8 @@ def make_store(model_dir: Path, name: str, n: int, *, start: int = START,
         events.append({"seq": seq, "event": "rollback", "version": last["version"],
                        "hour": last["hour"], "hour_str": last["hour_str"]})
         seq += 1
-        events.append(_commit(model_dir, name, seq, n + 1, last["hour"], last["parent"], base))
+        events.append(_commit(model_dir, name, seq, n + 1, last["hour"], last["parent"],
+                              base_of.get(last["parent"])))
     with open(model_dir / "ledger.jsonl", "w") as f:
         for ev in events:
             f.write(json.dumps(ev) + "\n")
@@ -97,7 +100,8 @@ def _commit(model_dir: Path, name: str, seq: int, i: int, hour: int, parent, bas
     }
     d = model_dir / "versions" / version
     d.mkdir(parents=True, exist_ok=True)
-    (d / "meta.json").write_text(json.dumps(meta))
+    raw = json.dumps(meta).encode()
+    (d / "meta.json").write_bytes(raw)
     return {"seq": seq, "event": "commit", "version": version, "kind": kind, "hour": hour,
-            "hour_str": hour_str(hour), "parent": parent, "meta_sha256": "x",
+            "hour_str": hour_str(hour), "parent": parent, "meta_sha256": sha256_hex(raw),
             "committed_at": "2026-11-27T00:00:00Z"}

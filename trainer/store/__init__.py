@@ -17,9 +17,9 @@ from .errors import (ChainError, ChainOrderError, CorruptFileError, DuplicateVer
                      LedgerError, MissingFileError, MissingVersionError, OrderError,
                      RefusedError, RollbackError,
                      SchemaError, ShardCountError, StagedVersionError, StoreError)
-from .layout import StoreLayout, hour_index, hour_str, shard_file_name, version_name
-from .ledger import ChainState, Ledger, read_state
-from .load import Chain, VersionMeta, load_chain, read_version_meta
+from .layout import StoreLayout, shard_file_name, version_name
+from .ledger import ChainState, Ledger, VersionRecord, read_state
+from .load import Chain, VersionMeta, load_chain, read_checked_meta, read_version_meta
 from .plan import Plan, plan_hour
 from .prune import prune, prune_candidates
 from .stage import FileInfo, Stage, check_room
@@ -27,14 +27,15 @@ from .status import HourStatus, hour_status, order_problem
 from .verify import format_versions, list_versions, verify_store
 
 __all__ = [
-    "Claim", "HourStatus", "OrderError", "RefusedError", "StagingClaimedError", "check_room",
+    "Claim", "HourStatus", "VersionRecord", "OrderError", "RefusedError", "StagingClaimedError", "check_room",
     "hour_status", "mark_empty", "order_problem", "release_claim", "take_claim",
     "Chain", "ChainError", "ChainOrderError", "ChainState", "CorruptFileError",
     "DuplicateVersionError", "FileInfo", "Ledger", "LedgerError", "MissingFileError",
     "MissingVersionError", "Plan", "RollbackError", "SaveResult", "SchemaError",
     "ShardCountError", "Stage", "StagedVersionError", "StoreError", "StoreLayout",
-    "VersionMeta", "clean_orphans", "hour_index", "hour_str", "load_chain", "mark_missing",
-    "plan_hour", "prune", "prune_candidates", "publish", "read_donefile", "read_state", "read_version_meta", "rollback_head",
+    "VersionMeta", "clean_orphans", "load_chain", "mark_missing",
+    "plan_hour", "prune", "prune_candidates", "publish", "read_checked_meta", "read_donefile", "read_state",
+    "read_version_meta", "rollback_head",
     "save", "shard_file_name", "version_name", "format_versions", "list_versions",
     "verify_store",
 ]

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from trainer.process import process_start
 
 from .errors import RefusedError, StoreError
-from .layout import META, StoreLayout, hour_str, store_lock, utc_now, write_file_durable
+from .durable import write_file_durable
+from .layout import META, StoreLayout, hour_str, store_lock, utc_now
 
 
 class StagingClaimedError(RefusedError):

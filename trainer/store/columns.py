@@ -10,11 +10,9 @@ state (k = 0). ``matrix_of`` turns such a column into the float32 matrix.
 
 Why not a FixedSizeList<float32> column: Parquet writes repetition/definition levels for every
 list element. Nor one float32 column per element (schema 1): the row-major matrices the table
-exports and loads then need a transpose on every save and every load. Measured here (pyarrow
-26, no compression): FixedSizeList ~240 MB/s encode and ~470 MB/s decode (1e6 rows x 9 floats);
-on 125 K rows x (9 + 2) floats, element columns 850 MB/s encode (plus the transpose) and
-1.8 GB/s decode (plus the stacking), fixed-size binary 1.0 GB/s encode and 5.0-5.7 GB/s decode,
-a plain copy that lands the matrix as the table takes it: nothing is transposed either way.
+exports and loads then need a transpose on every save and every load. Fixed-size binary encodes
+and decodes fastest of the three (``docs/benchmarks.md``, "Why the store is built as it is"): a
+plain copy that lands the matrix as the table takes it, nothing transposed either way.
 """
 from __future__ import annotations
 
@@ -39,10 +37,10 @@ COLUMNS = tuple(SCALAR_COLUMNS) + MATRIX_COLUMNS
 
 STATE_ADMITTED, STATE_PENDING, STATE_TOMBSTONE = 0, 1, 2
 
-#: Parquet writer settings, measured (bench/store_bench.py, docs/model-store.md): on 1e6 rows of
-#: dim 8 zstd level 1 saves ~20 % of the bytes (random float weights barely compress) but costs
-#: ~1.4x on encode and ~2x on decode; the disk here writes > 700 MB/s, so CPU is the limit and
-#: uncompressed wins. ``Stage.open(compression="zstd")`` stays available for slow or remote disks.
+#: Uncompressed by default: random float weights barely compress, and on a local disk the CPU
+#: that zstd costs on encode and decode is the limit (``bench/store_bench.py``; the numbers:
+#: ``docs/benchmarks.md``, "Why the store is built as it is").
+#: ``Stage.open(compression="zstd")`` stays available for slow or remote disks.
 DEFAULT_COMPRESSION = "none"
 DEFAULT_COMPRESSION_LEVEL = None
 
@@ -62,9 +60,8 @@ def empty(shape, dtype) -> np.ndarray:
 
     glibc serves every large array with a fresh ``mmap`` (page faults on first touch, ``munmap``
     on free, each taking the process's mmap lock); the pool keeps freed pages for the next
-    shard. Measured here: reading the 8 files of 1e6 rows (72 MB) from the page cache took
-    30-40 ms with ``Path.read_bytes`` and 17 ms into pool buffers; a 90 MB Parquet encode 39 ms
-    into a numpy buffer, 29 ms into a pool buffer.
+    shard, so reads and encodes into pool buffers are faster (``docs/benchmarks.md``, "Why the
+    store is built as it is").
     """
     shape = (shape,) if isinstance(shape, int) else tuple(int(x) for x in shape)
     dtype = np.dtype(dtype)
@@ -117,8 +114,8 @@ def check_columns(cols: dict, *, dim: int | None, opt_width: int | None, where: 
     return out
 
 
-#: Parquet writer settings, measured (docs/model-store.md "Save and load speed"): values handed to
-#: the column writer 64 K at a time (the default 1024 costs ~25 % more encode time), one row
+#: Parquet writer settings (the numbers: docs/benchmarks.md, "Why the store is built as it is"):
+#: values handed to the column writer 64 K at a time (the default 1024 encodes slower), one row
 #: group per shard up to ``MAX_ROW_GROUP`` rows (each column decodes to one Arrow chunk, which
 #: numpy then views without a copy), no dictionary, no statistics, no page index.
 WRITE_BATCH_SIZE = 1 << 16
@@ -141,7 +138,7 @@ def columns_to_table(cols: dict) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _size_bound(table: pa.Table) -> int:
+def encoded_size_bound(table: pa.Table) -> int:
     """Upper bound of the uncompressed Parquet file of ``table``: values at their physical width
     (Parquet stores uint8 as INT32: 4 bytes), page headers, footer (schema, Arrow schema)."""
     n = table.num_rows
@@ -155,7 +152,7 @@ def encode_parquet(cols: dict, *, compression=DEFAULT_COMPRESSION,
     """Export dict -> Parquet file bytes (in memory, so the checksum is of exactly these bytes).
 
     Uncompressed files are written into one buffer allocated up front (a growing
-    ``BufferOutputStream`` re-copies as it doubles: ~2x slower); if the bound were ever too small
+    ``BufferOutputStream`` re-copies as it doubles); if the bound were ever too small
     the file is written again the growing way.
     """
     table = columns_to_table(cols)
@@ -165,7 +162,7 @@ def encode_parquet(cols: dict, *, compression=DEFAULT_COMPRESSION,
                 write_batch_size=WRITE_BATCH_SIZE,
                 row_group_size=max(1, min(len(table), MAX_ROW_GROUP)))
     if compression in (None, "none"):
-        out = pa.allocate_buffer(_size_bound(table))
+        out = pa.allocate_buffer(encoded_size_bound(table))
         sink = pa.FixedSizeBufferWriter(out)
         try:
             pq.write_table(table, sink, **opts)

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .claim import StagingClaimedError, release_claim_locked, staged_claim_problem
-from .donefile import _fall_back_locked, _publish_locked
+from .donefile import fall_back_locked, publish_locked
+from .durable import fsync_dir, remove_tree
 from .errors import (ShardCountError, StagedVersionError, StoreError)
-from .layout import (META, StoreLayout, fsync_dir, hour_str, is_version_name, sha256_hex,
+from .layout import (META, StoreLayout, hour_str, is_version_name, sha256_hex,
                      store_lock, utc_now)
 from .ledger import ChainState, Ledger, read_state
 from .load import check_meta_files, check_version, read_meta_bytes
@@ -59,17 +60,6 @@ def _orphans(layout: StoreLayout, state: ChainState) -> list[Path]:
         return []
     return sorted(p for p in layout.versions.iterdir()
                   if is_version_name(p.name) and p.name not in state.versions)
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a folder: first renamed to a dot-name (so a half-removed folder is never mistaken
-    for a version), then deleted."""
-    if not path.exists():
-        return
-    trash = path.with_name(f".trash-{path.name}-{time.time_ns()}")
-    path.rename(trash)
-    fsync_dir(path.parent)
-    shutil.rmtree(trash)
 
 
 def _clean_trash(layout: StoreLayout) -> None:
@@ -130,7 +120,7 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
         if hour in state.by_hour:
             v = state.by_hour[hour]
             rec = state.versions[v]
-            pub = _publish_locked(layout, v, hook=hook) if publish else False
+            pub = publish_locked(layout, v, hook=hook) if publish else False
             return SaveResult("already_committed", v, rec.kind, hour, layout.version_dir(v), pub,
                               f"hour {hs} is already in the chain as {v} ({rec.kind}); nothing to do")
         staged = layout.staging_dir(hour)
@@ -145,9 +135,9 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
                 pass  # absent or unreadable: an orphan, cleaned below
         for p in _orphans(layout, state):
             if p != resume:
-                _remove_tree(p)
+                remove_tree(p)
         _clean_trash(layout)
-        _fall_back_locked(layout)
+        fall_back_locked(layout)
         hook("cleaned")
         if resume is None and not staged.is_dir():
             raise StagedVersionError(f"hour {hs}: nothing staged at {staged} (train the hour first)")
@@ -175,7 +165,7 @@ def save(model_dir, hour: int, *, kind: str | None = None, publish: bool = True,
         }, hook=hook if hook is not _noop else None)
         hook("committed")
         release_claim_locked(layout, hour, meta.get("claim"))
-        pub = _publish_locked(layout, want, hook=hook) if publish else False
+        pub = publish_locked(layout, want, hook=hook) if publish else False
         status = "completed" if resume is not None else "committed"
         return SaveResult(status, want, meta["kind"], hour, dest, pub,
                           f"hour {hs} {status} as {want} ({meta['kind']}, parent {meta['parent']})")
@@ -224,8 +214,8 @@ def rollback_head(model_dir, version: str, *, reason: str = "", hook=None) -> di
                                            "parent": rec.parent, "reason": str(reason),
                                            "recorded_at": utc_now()})
         hook("rolled_back")
-        _fall_back_locked(layout, hook)
-        _remove_tree(layout.version_dir(version))
+        fall_back_locked(layout, hook)
+        remove_tree(layout.version_dir(version))
         return ev
 
 
@@ -236,7 +226,7 @@ def clean_orphans(model_dir) -> list[str]:
         state = read_state(layout)
         gone = []
         for p in _orphans(layout, state):
-            _remove_tree(p)
+            remove_tree(p)
             gone.append(p.name)
         _clean_trash(layout)
         return gone

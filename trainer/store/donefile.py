@@ -16,36 +16,20 @@ follows the newest line falls back to it at once, not only once the hour is retr
 """
 from __future__ import annotations
 
-import json
-import os
-
-from ..metrics import json_safe
-from .errors import MissingVersionError, StoreError
-from .jsonsafe import strict_dumps
-from .layout import StoreLayout, fsync_dir, naming, store_lock, utc_now
+from .durable import JsonLines
+from .errors import MissingVersionError
+from .layout import StoreLayout, store_lock, utc_now
 from .ledger import read_state
 from .load import check_version
 
 
-def _read(path) -> tuple[list[dict], int]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return [], 0
-    good = len(data) if data.endswith(b"\n") or not data else data.rfind(b"\n") + 1
-    out = []
-    for i, line in enumerate(data[:good].split(b"\n")[:-1] if good else [], 1):
-        try:
-            out.append(json.loads(line))
-        except ValueError as e:
-            raise StoreError(f"{path}: line {i} is not JSON: {e}") from None
-    return out, good
+def _log(layout: StoreLayout) -> JsonLines:
+    return JsonLines(layout.donefile)
 
 
 def read_donefile(model_dir) -> list[dict]:
     """Published versions, oldest first (a torn, never-acknowledged last line is ignored)."""
-    return _read(StoreLayout(model_dir).donefile)[0]
+    return _log(StoreLayout(model_dir)).read()[0]
 
 
 def publish(model_dir, version: str, *, hook=None) -> bool:
@@ -55,32 +39,33 @@ def publish(model_dir, version: str, *, hook=None) -> bool:
     """
     layout = StoreLayout(model_dir)
     with store_lock(layout):
-        return _publish_locked(layout, version, hook=hook)
+        return publish_locked(layout, version, hook=hook)
 
 
-def _publish_locked(layout: StoreLayout, version: str, *, hook=None) -> bool:
+def publish_locked(layout: StoreLayout, version: str, *, hook=None) -> bool:
+    """:func:`publish` for a caller that holds ``store_lock`` already (the save)."""
     state = read_state(layout)
     if version not in state.versions:
         raise MissingVersionError(f"cannot publish {version}: it is {state.why_absent(version)}")
-    lines, good = _read(layout.donefile)
+    lines, good = _log(layout).read()
     if any(d.get("version") == version for d in lines):
         return False
-    _append(layout, good, _line(layout, state, version))
+    _log(layout).append(_line(layout, state, version), good)
     if hook:
         hook("published")
     return True
 
 
-def _fall_back_locked(layout: StoreLayout, hook=None) -> bool:
+def fall_back_locked(layout: StoreLayout, hook=None) -> bool:
     """If the newest donefile line is a version rolled back since, list the head again (see the
     module docstring). Idempotent; False when nothing was appended (also when the rollback
     emptied the chain: there is nothing to fall back to)."""
     state = read_state(layout)
-    lines, good = _read(layout.donefile)
+    lines, good = _log(layout).read()
     newest = lines[-1].get("version") if lines else None
     if newest is None or newest not in state.rolled_back or state.head is None:
         return False
-    _append(layout, good, {**_line(layout, state, state.head), "after_rollback": newest})
+    _log(layout).append({**_line(layout, state, state.head), "after_rollback": newest}, good)
     if hook:
         hook("fell_back")
     return True
@@ -91,19 +76,5 @@ def _line(layout: StoreLayout, state, version: str) -> dict:
     meta = check_version(layout, rec).meta
     return {"version": version, "kind": rec.kind, "hour": rec.hour, "hour_str": rec.hour_str,
             "path": str(layout.version_dir(version).resolve()),
-            "metrics": json_safe(meta.get("metrics", {})),
+            "metrics": meta.get("metrics", {}),  # non-finite values: null (strict JSON)
             "published_at": utc_now()}
-
-
-def _append(layout: StoreLayout, good: int, line: dict) -> None:
-    """Write ``line`` after the first ``good`` bytes (dropping a torn, never-acknowledged tail)."""
-    data = (strict_dumps(line, separators=(",", ":")) + "\n").encode()
-    created = not layout.donefile.exists()
-    with naming(layout.donefile), open(layout.donefile, "wb" if created else "r+b") as f:
-        f.truncate(good)
-        f.seek(good)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if created:
-        fsync_dir(layout.root)

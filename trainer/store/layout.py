@@ -1,4 +1,4 @@
-"""Names and paths of the model store, checksums and the durable-write helpers.
+"""Names and paths of the model store, checksums and the store lock (durable writes: ``durable``).
 
 Layout of ``model_dir`` (see ``docs/model-store.md``)::
 
@@ -14,23 +14,19 @@ Layout of ``model_dir`` (see ``docs/model-store.md``)::
 7
 >>> shard_file_name(3)
 'shard-00003.parquet'
->>> hour_str(493597)
-'2026-04-23T13'
->>> hour_index('2026-04-23T13')
-493597
 """
 from __future__ import annotations
 
 import datetime as _dt
 import fcntl
 import hashlib
-import os
 import re
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from isal import isal_zlib
+
+from trainer.hours import hour_str
 
 from .errors import StoreError
 
@@ -40,10 +36,10 @@ from .errors import StoreError
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
-#: File checksum: zlib CRC-32 of the whole file, as 8 hex digits. Measured on this machine on a
-#: 100 MB buffer: crc32 2760 MB/s, sha1 770, blake2b 620, md5 590, sha256 340 (no SHA-NI). The
-#: threat is accidental corruption (torn writes, bit rot, truncated copies), not an adversary, and
-#: the byte size is checked too. meta.json itself is small and is pinned by sha256 in the ledger.
+#: File checksum: zlib CRC-32 of the whole file, as 8 hex digits: the fastest of the usual
+#: checksums here (docs/benchmarks.md, "Why the store is built as it is"). The threat is
+#: accidental corruption (torn writes, bit rot, truncated copies), not an adversary, and the byte
+#: size is checked too. meta.json itself is small and is pinned by sha256 in the ledger.
 CHECKSUM_ALGO = "crc32"
 
 LEDGER = "ledger.jsonl"
@@ -55,7 +51,6 @@ META = "meta.json"
 DENSE = "dense.npz"
 
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def version_name(number: int) -> str:
@@ -81,28 +76,14 @@ def shard_file_name(shard_id: int) -> str:
     return f"shard-{int(shard_id):05d}.parquet"
 
 
-def hour_str(hour: int) -> str:
-    """Hour index (whole hours since 1970-01-01T00 UTC) -> ``YYYY-MM-DDTHH``."""
-    return (_EPOCH + _dt.timedelta(hours=int(hour))).strftime("%Y-%m-%dT%H")
-
-
-def hour_index(text: str) -> int:
-    """``YYYY-MM-DDTHH`` -> hour index."""
-    try:
-        t = _dt.datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=_dt.timezone.utc)
-    except ValueError as e:
-        raise StoreError(f"bad hour {text!r}: expected YYYY-MM-DDTHH") from e
-    return int((t - _EPOCH).total_seconds()) // 3600
-
-
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def crc32(data, value: int = 0) -> int:
-    """``zlib.crc32`` (the same values, continuing from `value`), computed by ISA-L: measured here
-    10 GB/s against zlib's 3 GB/s, which matters because every byte is checksummed at stage,
-    commit and load."""
+    """``zlib.crc32`` (the same values, continuing from `value`), computed by ISA-L, several times
+    faster than zlib (docs/benchmarks.md), which matters because every byte is checksummed at
+    stage, commit and load."""
     return isal_zlib.crc32(memoryview(data), value)
 
 
@@ -138,57 +119,6 @@ class StoreLayout:
 
     def __repr__(self) -> str:
         return f"StoreLayout({str(self.root)!r})"
-
-
-@contextmanager
-def naming(path):
-    """Re-raise an ``OSError`` that names no file as the same error naming `path`: a full disk's
-    ENOSPC from ``write`` or ``fsync`` says nothing of where it happened.
-
-    >>> with naming("/m/ledger.jsonl"):
-    ...     raise OSError(28, "No space left on device")
-    Traceback (most recent call last):
-    OSError: [Errno 28] No space left on device: '/m/ledger.jsonl'
-    """
-    try:
-        yield
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        if e.errno is None:
-            raise OSError(f"{path}: {e}") from e
-        raise OSError(e.errno, e.strerror, str(path)) from e
-
-
-def fsync_dir(path) -> None:
-    """fsync a directory so a rename / create / unlink in it is durable."""
-    with naming(path):
-        fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_file_durable(path, data, *, sync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename (then
-    fsync the folder when `sync_dir`). A failed write leaves no temp file; its error names `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with naming(path), open(tmp, "wb") as f:
-            f.write(memoryview(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
 
 
 @contextmanager

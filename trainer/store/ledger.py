@@ -12,88 +12,51 @@ Events (every line has ``seq`` 1, 2, 3... and ``event``)::
     prune     versions (removed), keep_bases, recorded_at
 
 A crash while appending can leave a last line without its newline: that line was never
-acknowledged (its fsync did not return), so readers ignore it and the next append cuts it off.
+acknowledged (``durable.JsonLines``), so readers ignore it and the next append cuts it off.
 Any other unreadable line is a ``LedgerError`` naming its number.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from .errors import (ChainOrderError, DuplicateVersionError, LedgerError, MissingVersionError,
                      RollbackError)
-from .jsonsafe import strict_dumps
-from .layout import StoreLayout, fsync_dir, hour_str, naming, is_version_name, utc_now, version_name, \
+from .durable import JsonLines
+from .layout import StoreLayout, hour_str, is_version_name, utc_now, version_name, \
     version_number
 
 KINDS = ("full", "delta")
 
 
 class Ledger:
-    """Read and append ``ledger.jsonl``. Appending must happen under ``store_lock``."""
+    """Read and append ``ledger.jsonl`` (a :class:`~.durable.JsonLines` log). Appending must
+    happen under ``store_lock``."""
 
     def __init__(self, path):
-        self.path = os.fspath(path)
-
-    def _read_raw(self):
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return [], 0
-        good_len = len(data)
-        if data and not data.endswith(b"\n"):
-            # torn last line: never acknowledged -> not part of the ledger
-            good_len = data.rfind(b"\n") + 1
-        lines = data[:good_len].split(b"\n")[:-1] if good_len else []
-        return lines, good_len
+        self.log = JsonLines(path, LedgerError)
+        self.path = self.log.path
 
     def read(self) -> list[dict]:
-        lines, _ = self._read_raw()
-        events = []
-        for i, line in enumerate(lines, 1):
-            try:
-                ev = json.loads(line)
-            except ValueError as e:
-                raise LedgerError(f"{self.path}: line {i} is not JSON: {e}") from None
+        events, _ = self.log.read()
+        for i, ev in enumerate(events, 1):
             if not isinstance(ev, dict) or "event" not in ev or "seq" not in ev:
-                raise LedgerError(f"{self.path}: line {i} has no 'seq'/'event': {line[:200]!r}")
-            events.append(ev)
+                raise LedgerError(f"{self.path}: line {i} has no 'seq'/'event': {str(ev)[:200]!r}")
         return events
 
     def append(self, record: dict, *, hook=None) -> dict:
         """Append one event with the next ``seq``; durable when this returns.
 
-        ``hook(step)`` is for crash-injection tests only: it is called with ``"ledger_partial"``
-        after half the line has been written and flushed.
+        ``hook(step)`` is for crash-injection tests only (see :meth:`JsonLines.append`).
         """
-        lines, good_len = self._read_raw()
+        lines, good = self.log.read_lines()
         seq = 1
         if lines:
             try:
-                seq = int(json.loads(lines[-1])["seq"]) + 1
-            except (ValueError, KeyError, TypeError):
+                seq = int(self.log.parse(lines[-1], len(lines))["seq"]) + 1
+            except (LedgerError, KeyError, TypeError, ValueError):
                 raise LedgerError(f"{self.path}: last line {len(lines)} unreadable") from None
         rec = {"seq": seq, **{k: v for k, v in record.items() if k != "seq"}}
-        line = (strict_dumps(rec, sort_keys=False, separators=(",", ":")) + "\n").encode()
-        created = not os.path.exists(self.path)
-        with naming(self.path), open(self.path, "r+b" if not created else "wb") as f:
-            f.truncate(good_len)  # drop a torn, never-acknowledged last line
-            f.seek(good_len)
-            if hook is None:
-                f.write(line)
-            else:
-                half = len(line) // 2
-                f.write(line[:half])
-                f.flush()
-                os.fsync(f.fileno())
-                hook("ledger_partial")
-                f.write(line[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        if created:
-            fsync_dir(os.path.dirname(self.path) or ".")
+        self.log.append(rec, good, hook=hook)
         return rec
 
 
@@ -136,11 +99,11 @@ class ChainState:
     missing: list = field(default_factory=list)
     empty: list = field(default_factory=list)  # hours complete with no rows (``empty`` events)
     by_hour: dict = field(default_factory=dict)  # hour -> visible version
+    records: dict = field(default_factory=dict)  # every version ever committed -> VersionRecord
 
     @classmethod
     def replay(cls, events, *, source="ledger") -> "ChainState":
         st = cls(events=list(events))
-        known: dict[str, VersionRecord] = {}  # every version ever committed (visible or not)
         expected_seq = 1
         for ev in events:
             seq = ev.get("seq")
@@ -150,7 +113,7 @@ class ChainState:
             expected_seq += 1
             kind_ev = ev.get("event")
             if kind_ev == "commit":
-                st._apply_commit(ev, known, source)
+                st._apply_commit(ev, source)
             elif kind_ev == "missing":
                 st.missing.append(ev)
             elif kind_ev == "empty":
@@ -177,14 +140,14 @@ class ChainState:
                 raise LedgerError(f"{source}: seq {seq} has unknown event {kind_ev!r}")
         return st
 
-    def _apply_commit(self, ev, known, source):
+    def _apply_commit(self, ev, source):
         seq = ev["seq"]
         v = ev.get("version")
         if not isinstance(v, str) or not is_version_name(v):
             raise LedgerError(f"{source}: seq {seq} commit has a bad version name {v!r}")
-        if v in known:
+        if v in self.records:
             raise DuplicateVersionError(f"{source}: version {v} committed twice "
-                                        f"(seq {known[v].seq} and seq {seq})")
+                                        f"(seq {self.records[v].seq} and seq {seq})")
         n = version_number(v)
         if n <= self.max_number:
             raise ChainOrderError(f"{source}: version {v} (seq {seq}) is out of order: "
@@ -209,7 +172,7 @@ class ChainState:
                             hour_str=ev.get("hour_str") or hour_str(hour), parent=parent, base=base,
                             meta_sha256=ev.get("meta_sha256", ""),
                             committed_at=ev.get("committed_at", ""))
-        known[v] = rec
+        self.records[v] = rec
         self.versions[v] = rec
         self.by_hour[hour] = v
         self.head = v

@@ -3,7 +3,7 @@
 On each server rank at job start::
 
     chain = load_chain(model_dir, num_shards=cfg.table_num_shards)
-    my_shards = Chain.shards_for_rank(chain.num_shards, rank, num_servers)
+    my_shards = sharding.shards_of_server(rank, chain.num_shards, num_servers)
     chain.load_into(table, my_shards)  # per shard: base, then deltas, through SparseTable.load
     dense = chain.read_dense()                         # the head's dense parameters
 
@@ -94,9 +94,8 @@ def check_meta_files(vdir: Path, meta: dict, what: str, *, full: bool,
 
 #: Files are read and checksummed this much at a time: crc32 reads each piece right after
 #: ``readinto`` copied it, while it is still in cache, and ``verify_file`` holds no whole file.
-#: Measured (one thread, CPU): read + CRC-32 of the 8 shard files of 1e7 rows (720 MB) 229 ms
-#: reading each whole file then checksumming it, 206 ms piece by piece; no difference at 1e6
-#: rows (9 MB files stay in cache either way). 256 KB pieces are as fast, 64 KB ones slower.
+#: Piece by piece is no slower than whole files, and faster on large ones (docs/benchmarks.md,
+#: "Why the store is built as it is", has the piece sizes tried).
 READ_CHUNK = 1 << 20
 
 
@@ -172,18 +171,31 @@ class VersionMeta:
         raise CorruptFileError(f"version {self.version}: meta.json does not list {name}")
 
 
-def check_version(layout: StoreLayout, rec: VersionRecord, *, full: bool = False) -> VersionMeta:
-    """Check one committed version against its ledger line; returns its meta."""
-    what = f"version {rec.version} ({rec.kind} {rec.hour_str})"
-    vdir = layout.version_dir(rec.version)
-    meta, raw = read_meta_bytes(vdir, what)
+def read_checked_meta(layout: StoreLayout, rec: VersionRecord) -> dict:
+    """The ``meta.json`` of committed version ``rec``, checked against its ledger line: the sha256
+    the ledger pins, and version, kind, hour, parent and base. What every reader of a version's
+    meta goes through (the loader, the UI); a folder that is gone is ``MissingVersionError``."""
+    meta, raw = read_meta_bytes(layout.version_dir(rec.version), _what(rec))
     if rec.meta_sha256 and sha256_hex(raw) != rec.meta_sha256:
-        raise CorruptFileError(f"{what}: {vdir / META} sha256 differs from the ledger (corrupt or replaced)")
+        raise CorruptFileError(f"{_what(rec)}: {layout.version_dir(rec.version) / META} sha256 "
+                               f"differs from the ledger (corrupt or replaced)")
     for key, want in (("version", rec.version), ("kind", rec.kind), ("hour", rec.hour),
                       ("parent", rec.parent), ("base", rec.base)):
         if meta.get(key) != want:
-            raise ChainOrderError(f"{what}: meta.json {key}={meta.get(key)!r} but the ledger says {want!r}")
-    check_meta_files(vdir, meta, what, full=full)
+            raise ChainOrderError(f"{_what(rec)}: meta.json {key}={meta.get(key)!r} but the ledger "
+                                  f"says {want!r}")
+    return meta
+
+
+def _what(rec: VersionRecord) -> str:
+    return f"version {rec.version} ({rec.kind} {rec.hour_str})"
+
+
+def check_version(layout: StoreLayout, rec: VersionRecord, *, full: bool = False) -> VersionMeta:
+    """Check one committed version against its ledger line and its files; returns its meta."""
+    meta = read_checked_meta(layout, rec)
+    vdir = layout.version_dir(rec.version)
+    check_meta_files(vdir, meta, _what(rec), full=full)
     return VersionMeta(rec, meta, vdir)
 
 
@@ -228,11 +240,6 @@ class Chain:
         except KeyError:
             raise MissingVersionError(f"version {version} is not in this chain "
                                       f"{[v.version for v in self.versions]}") from None
-
-    @staticmethod
-    def shards_for_rank(num_shards: int, rank: int, num_servers: int) -> list[int]:
-        """Logical shards hosted by server ``rank`` of ``num_servers``: ``s % num_servers == rank``."""
-        return [s for s in range(num_shards) if s % num_servers == rank]
 
     def admitted_rows(self, shard_ids, version: str | None = None) -> int:
         """Admitted rows (state 0) of ``shard_ids`` in ``version`` (default: the base), from
@@ -403,5 +410,6 @@ def read_version_meta(model_dir, version: str) -> dict:
     return check_version(layout, rec).meta
 
 
-__all__ = ["Chain", "VersionMeta", "load_chain", "check_version", "read_version_meta",
+__all__ = ["Chain", "VersionMeta", "load_chain", "check_version", "read_checked_meta",
+           "read_version_meta",
            "StoreError"]

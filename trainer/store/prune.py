@@ -7,7 +7,7 @@ the folders are removed; a crash in between leaves orphans that the next ``save`
 """
 from __future__ import annotations
 
-from .commit import _remove_tree
+from .durable import remove_tree
 from .errors import StoreError
 from .layout import StoreLayout, store_lock, utc_now
 from .ledger import Ledger, read_state
@@ -44,5 +44,5 @@ def prune(model_dir, keep_bases: int, *, dry_run: bool = False, hook=None) -> li
         if hook:
             hook("pruned")
         for v in gone:
-            _remove_tree(layout.version_dir(v))
+            remove_tree(layout.version_dir(v))
         return gone

@@ -32,10 +32,11 @@ import numpy as np
 
 from . import columns as C
 from .errors import StagedVersionError, StoreError
-from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, fsync_dir,
-                     hour_str, shard_file_name, utc_now, write_file_durable)
+from .durable import fsync_dir, write_file_durable
+from .layout import (CHECKSUM_ALGO, DENSE, META, SCHEMA_VERSION, StoreLayout, checksum, hour_str,
+                     shard_file_name, utc_now)
 from .claim import check_claim
-from .jsonsafe import strict_dumps
+from ..jsonsafe import strict_dumps
 from .ledger import KINDS, read_state
 
 

@@ -1,7 +1,7 @@
 """Helpers behind ``streamtrain chain``: list the versions, verify every checksum and link."""
 from __future__ import annotations
 
-from ..metrics import json_safe
+from ..jsonsafe import json_safe
 from .errors import ChainError
 from .layout import StoreLayout
 from .ledger import read_state

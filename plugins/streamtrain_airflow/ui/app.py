@@ -8,7 +8,7 @@ read access to the model's DAG. Every HTML page carries a Content-Security-Polic
 script at all, only the page's own stylesheet (pinned by its hash) and same-origin images.
 
 ``create_app(models=...)`` takes the model source as a callable so tests can serve a store
-without config files; the default lists ``STREAMTRAIN_CONFIG_DIR`` (see :mod:`.data`).
+without config files; the default lists the DAG file's config folder (:func:`.data.discover_models`).
 """
 from __future__ import annotations
 
@@ -342,5 +342,5 @@ def _phases(rows: list[dict]) -> list[str]:
     return seen
 
 
-#: the app the plugin mounts (models from ``STREAMTRAIN_CONFIG_DIR``).
+#: the app the plugin mounts (models: the DAG file's config folder).
 app = create_app()

@@ -1,7 +1,7 @@
 """Airflow's own authentication and authorization, enforced on every streamtrain UI route.
 
 A plugin's FastAPI app is mounted inside the Airflow API server but is *not* behind its login
-(measured with Airflow 3.3.2), so this module applies exactly what the core API routes apply:
+(checked with Airflow 3.3.2), so this module applies exactly what the core API routes apply:
 
 * identity: ``airflow.api_fastapi.core_api.security.get_user`` -- a ``Authorization: Bearer``
   JWT, else the ``_token`` session cookie the Airflow UI sets at login (already validated by the

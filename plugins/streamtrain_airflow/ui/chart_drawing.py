@@ -1,7 +1,6 @@
 """matplotlib drawing of the charts listed in :mod:`.charts` (SVG backend, no GUI, no JS)."""
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import threading
 
@@ -14,6 +13,8 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from trainer.hours import hour_start  # noqa: E402
+
 _RC = {
     "svg.fonttype": "none",       # text stays text: small files, selectable, searchable
     "svg.hashsalt": "streamtrain",  # stable element ids: same data, same bytes
@@ -24,20 +25,15 @@ _RC = {
     "grid.alpha": 0.3,
 }
 _MISSING_COLOR = "#d62728"
-_EPOCH = _dt.datetime(1970, 1, 1)
 # matplotlib's text layout keeps global state: one figure at a time per process is the safe side.
 _render_lock = threading.Lock()
-
-
-def _when(hour: int) -> _dt.datetime:
-    return _EPOCH + _dt.timedelta(hours=hour)
 
 
 def _vals(points: list[dict], key: str) -> tuple[list, list]:
     xs, ys = [], []
     for p in points:
         if p.get(key) is not None:
-            xs.append(_when(p["hour"]))
+            xs.append(hour_start(p["hour"]))
             ys.append(p[key])
     return xs, ys
 
@@ -53,7 +49,7 @@ def _hourly(series: dict, points: list[dict], value, fill: float = 0.0):
         v = value(p)
         if v is not None and start <= p["hour"] <= end:
             values[p["hour"] - start] = v
-    return [_when(h) for h in range(start, end + 2)], values
+    return [hour_start(h) for h in range(start, end + 2)], values
 
 
 def _marker(points: list[dict]) -> dict:
@@ -62,7 +58,7 @@ def _marker(points: list[dict]) -> dict:
 
 def _mark_missing(ax, series: dict) -> bool:
     for m in series["missing"]:
-        span = ax.axvspan(_when(m["hour"]), _when(m["hour"] + 1), color=_MISSING_COLOR,
+        span = ax.axvspan(hour_start(m["hour"]), hour_start(m["hour"] + 1), color=_MISSING_COLOR,
                           alpha=0.25, lw=0)
         span.set_gid(f"missing-{m['hour']}")
     return bool(series["missing"])
@@ -74,7 +70,7 @@ def _finish(fig, ax, series: dict, handles: list, labels: list) -> None:
         labels = labels + [f"missing hour ({len(series['missing'])})"]
     if handles:
         ax.legend(handles, labels, loc="upper left", fontsize=7, framealpha=0.8, ncols=4)
-    ax.set_xlim(_when(series["start_hour"]), _when(series["end_hour"] + 1))
+    ax.set_xlim(hour_start(series["start_hour"]), hour_start(series["end_hour"] + 1))
     loc = matplotlib.dates.AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(loc))

@@ -1,14 +1,14 @@
 """The UI's read layer: which models exist, and what their chains hold.
 
 A thin, read-only view of the model store (``docs/design.md``, "Model store layout"): the
-append-only ``ledger.jsonl`` and each committed version's immutable ``meta.json``. It never
-reads ``staging/`` (uncommitted data is invisible to readers) and never writes.
+append-only ``ledger.jsonl`` and each committed version's immutable ``meta.json``, both read
+through ``trainer.store`` (the ledger replayed by its rules, a ``meta.json`` checked against the
+sha256 its ledger line pins). It never reads ``staging/`` (uncommitted data is invisible to
+readers) and never writes.
 
 Everything here is cached on file identity (size, mtime): the ledger is re-read only when it
 grows, and a version's ``meta.json`` is read once (versions are immutable), so a page over a
 chain of thousands of versions reads the ledger plus the few ``meta.json`` it shows.
-
-The ledger is replayed by ``trainer.store`` (the one implementation of its rules).
 
 >>> import json, pathlib, tempfile
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -20,20 +20,17 @@ The ledger is replayed by ``trainer.store`` (the one implementation of its rules
 """
 from __future__ import annotations
 
-import json
+import datetime as _dt
 import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from trainer.hours import hour_str as _hour_str
+from trainer.hours import hour_of_datetime, hour_str as _hour_str
 
-from streamtrain_airflow.dagconf import dag_id_for
-
-CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
+from streamtrain_airflow.dagconf import config_files, dag_id_for
 
 #: metric keys of ``meta.json`` ``metrics`` (design.md), in table order.
 METRIC_KEYS = ("auc", "logloss", "pred_ctr", "actual_ctr", "copc", "ece", "rows", "rows_per_s", "table_rows",
@@ -62,14 +59,6 @@ class ModelRef:
     error: str = ""
 
 
-def default_config_dir() -> Path:
-    """``STREAMTRAIN_CONFIG_DIR``, else ``<repo>/examples`` (the same rule as the DAG folder)."""
-    env = os.environ.get("STREAMTRAIN_CONFIG_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "examples"
-
-
 def _load_config(path: Path) -> tuple[str, str]:
     from trainer.config import load_config
 
@@ -78,14 +67,10 @@ def _load_config(path: Path) -> tuple[str, str]:
 
 
 def discover_models(config_dir: Path | None = None) -> list[ModelRef]:
-    """One :class:`ModelRef` per config file in `config_dir`, sorted by name."""
-    config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
+    """One :class:`ModelRef` per config file in `config_dir` (default: the DAG file's folder,
+    ``dagconf.config_dir()``), sorted by name: the models the UI shows are the DAGs' models."""
     models = []
-    try:
-        paths = sorted(p for p in config_dir.iterdir() if p.suffix in CONFIG_SUFFIXES)
-    except OSError:
-        return []
-    for path in paths:
+    for path in config_files(config_dir):
         try:
             name, model_dir = _load_config(path)
             models.append(ModelRef(name, str(path), model_dir, dag_id_for(path)))
@@ -111,6 +96,7 @@ class Version:
     parent: str | None
     committed_at: str
     event: dict = field(repr=False)
+    record: Any = field(repr=False)  #: the ``trainer.store.VersionRecord`` its meta is checked against
 
 
 @dataclass
@@ -199,10 +185,10 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
     commits = {ev["version"]: ev for ev in state.events if ev.get("event") == "commit"}
 
     def version(name: str) -> Version:
-        ev = commits[name]
-        return Version(seq=int(ev["seq"]), version=name, kind=str(ev.get("kind", "?")),
-                       hour=int(ev["hour"]), hour_str=_hs(ev), parent=ev.get("parent"),
-                       committed_at=str(ev.get("committed_at", "")), event=ev)
+        ev, rec = commits[name], state.records[name]
+        return Version(seq=rec.seq, version=name, kind=rec.kind, hour=rec.hour,
+                       hour_str=rec.hour_str, parent=rec.parent, committed_at=rec.committed_at,
+                       event=ev, record=rec)
 
     chain = Chain(
         str(model_dir), [version(v) for v in state.versions],
@@ -218,27 +204,31 @@ def read_chain(model_dir: str | os.PathLike) -> Chain:
 
 
 def read_meta(model_dir: str | os.PathLike, version: str) -> dict | None:
-    """``versions/<version>/meta.json`` as a dict, or ``None`` if it is gone (pruned).
+    """``versions/<version>/meta.json`` of a version the ledger committed, checked against its
+    ledger line by ``trainer.store`` (the sha256 the ledger pins, and its fields); ``None`` if
+    the ledger never committed it or its folder is gone (pruned, rolled back).
 
-    Committed versions are immutable, so a successful read is cached for good (bounded LRU).
+    Committed versions are immutable, so a checked meta is cached for good (bounded LRU).
     """
-    path = Path(model_dir) / "versions" / version / "meta.json"
-    key = (str(path),)
+    v = read_chain(model_dir).find(version)
+    return None if v is None else _checked_meta(model_dir, v)
+
+
+def _checked_meta(model_dir, v: "Version") -> dict | None:
+    from trainer import store
+
+    key = (str(model_dir), v.version, v.record.meta_sha256)
     with _lock:
         hit = _meta_cache.get(key)
         if hit is not None:
             _meta_cache.move_to_end(key)
             return hit
     try:
-        text = path.read_bytes()
-    except FileNotFoundError:
+        meta = store.read_checked_meta(store.StoreLayout(model_dir), v.record)
+    except store.MissingVersionError:
         return None
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        raise StoreReadError(f"{path}: not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise StoreReadError(f"{path}: not a JSON object")
+    except store.StoreError as err:
+        raise StoreReadError(str(err)) from None
     with _lock:
         _meta_cache[key] = meta
         while len(_meta_cache) > _META_CACHE_SIZE:
@@ -266,7 +256,7 @@ def version_row(model_dir: str, v: Version, *, rolled_back: bool = False) -> dic
     ``docs/ui.md``; numbers are ``null`` when the meta is gone or lacks them)."""
     error = ""
     try:
-        meta = read_meta(model_dir, v.version)
+        meta = _checked_meta(model_dir, v)
     except StoreReadError as err:
         meta, error = None, str(err)
     if meta is None and not error:
@@ -354,7 +344,8 @@ def _safe_hs(h: int) -> str:
 
 
 def now_hour() -> int:
-    return int(time.time() // 3600)
+    """The wall clock's hour index (the UI's freshness is the one place that asks it)."""
+    return hour_of_datetime(_dt.datetime.now(_dt.timezone.utc))
 
 
 def freshness(head_hour: int | None, now: int | None = None) -> dict:
@@ -378,7 +369,7 @@ def find_run(model: ModelRef, dag_id: str, run_id: str) -> tuple[list[dict], lis
             found.append(version_row(model.model_dir, v, rolled_back=rb))
             continue
         try:
-            meta = read_meta(model.model_dir, v.version)
+            meta = _checked_meta(model.model_dir, v)
         except StoreReadError:
             continue
         af = (meta or {}).get("airflow") or {}

@@ -13,17 +13,22 @@ import json
 import math
 
 
-def finite_or_none(value):
-    """`value` with every non-finite float (also in dicts, lists, tuples) replaced by None."""
-    if isinstance(value, float):
+def json_safe(value):
+    """``value`` with every NaN or infinite float (numpy floats too; also inside dicts, lists and
+    tuples) replaced by ``None``, JSON's ``null``.
+
+    >>> json_safe({"auc": float("nan"), "bins": [0.5, float("inf")]})
+    {'auc': None, 'bins': [0.5, None]}
+    """
+    if isinstance(value, float):  # numpy.float64 is a float subclass
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def strict_dumps(value, **kwargs) -> str:
     """``json.dumps`` that never writes ``NaN`` / ``Infinity`` (``allow_nan=False`` checks it)."""
-    return json.dumps(finite_or_none(value), allow_nan=False, **kwargs)
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
