@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from support import REPO
+from tests.support import REPO
 from trainer.config import load_config
 
 DOCKER = REPO / "docker"

@@ -18,7 +18,7 @@ import uuid
 import pytest
 import yaml
 
-from support import REPO, write_model_config
+from tests.support import REPO, write_model_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(2400)]
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from support import streamtrain
+from tests.support import streamtrain
 from trainer import store
 from trainer.config import load_config
 from trainer.gendata import generate_hours

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import PYTHON, REPO, streamtrain
+from tests.support import PYTHON, REPO, streamtrain
 from trainer import store
 from trainer.config import load_config
 from trainer.gendata import generate_hours
