@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "the main job on its embedded default (Airflow, mpiexec, synthetic data)",
                 config_required=False)
     p.add_argument("--hours", type=int, default=None)
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
+                   help="Airflow's metadata database (postgres: a private server under var/)")
     return parser
 
 
@@ -144,7 +146,7 @@ def _demo_argv(args) -> list[str]:
         argv += ["--config", args.config]
     if args.hours:
         argv += ["--hours", str(args.hours)]
-    return argv
+    return argv + ["--db", args.db]
 
 
 def _gen_data(cfg, args) -> int:
