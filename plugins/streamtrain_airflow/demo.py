@@ -219,20 +219,21 @@ def main(argv: list[str] | None = None) -> int:
                  database_url="postgresql+psycopg2://unset@127.0.0.1:54320/airflow" if postgres
                  else "")
     start_database(home)  # PostgreSQL: started here, its port written into airflow.cfg
-    _say(f"airflow: AIRFLOW_HOME={home} ("
-         + (f"PostgreSQL in {postgres}, 127.0.0.1" if postgres else "SQLite")
-         + ", LocalExecutor, parallelism 4)")
-    airflow_cli(home, "db", "migrate", timeout=600)
-
-    # Backfill runs are created before the scheduler starts: with SQLite, `backfill create` next
-    # to a busy scheduler failed with "database is locked" half-way through.
-    created = prepare_backfill(home, dag_id, hours[0], hours[-1], DEMO_SENSOR)
-    _say("backfill created: airflow backfill create --dag-id %s --from-date %s --to-date %s "
-         "--reprocess-behavior failed --max-active-runs 1" % (dag_id, _iso(hours[0]), _iso(hours[-1]))
-         if created else "backfill: every hour already ran successfully; nothing to create")
-    running = start_airflow(home, port)
-    code = 1
+    running, kept, code = None, False, 1
     try:
+        _say(f"airflow: AIRFLOW_HOME={home} ("
+             + (f"PostgreSQL in {postgres}, 127.0.0.1" if postgres else "SQLite")
+             + ", LocalExecutor, parallelism 4)")
+        airflow_cli(home, "db", "migrate", timeout=600)
+
+        # Backfill runs are created before the scheduler starts: with SQLite, `backfill create`
+        # next to a busy scheduler failed with "database is locked" half-way through.
+        created = prepare_backfill(home, dag_id, hours[0], hours[-1], DEMO_SENSOR)
+        _say("backfill created: airflow backfill create --dag-id %s --from-date %s --to-date %s "
+             "--reprocess-behavior failed --max-active-runs 1"
+             % (dag_id, _iso(hours[0]), _iso(hours[-1]))
+             if created else "backfill: every hour already ran successfully; nothing to create")
+        running = start_airflow(home, port)
         wait_http(f"{running.url}/api/v2/monitor/health", 180, running)
         _say(f"airflow: api-server {running.url}, scheduler and dag-processor up "
              f"(process groups {', '.join(str(p.pid) for p in running.procs.values())})")
@@ -259,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             _say("leaving Airflow running; stop it with: kill -- " + " ".join(f"-{p.pid}" for p in running.procs.values())
                  + (f"; then make -C {REPO} ui-stop AIRFLOW_HOME_DIR={home} (stops PostgreSQL)"
                     if postgres else ""))
-            running = None
+            running = kept = True
     finally:
-        if running is not None:
+        if running is not None and not kept:
             stop_airflow(running)
+        if not kept:
             stop_database(home)
     return code
 

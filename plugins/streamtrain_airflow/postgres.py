@@ -60,6 +60,9 @@ class PrivatePostgres:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()  # the server's commands run from "/"
+
     @property
     def data(self) -> Path:
         return self.root / "data"
