@@ -93,7 +93,7 @@ def clear_and_rerun(af, running, hours: list[int], first: str, last: str) -> Non
     ``last`` (ISO hours, inclusive); then every run of ``hours`` must succeed."""
     from streamtrain_airflow.demo import airflow_cli, wait_backfills_complete, wait_runs
 
-    wait_backfills_complete(running, af.dag_id, timeout=90)
+    wait_backfills_complete(running, af.dag_id, timeout=600)
     airflow_cli(af.home, "tasks", "clear", af.dag_id, "-s", f"{first}:00:00+00:00",
                 "-e", f"{last}:00:00+00:00", "-y")
     states = wait_runs(running, af.dag_id, hours, timeout=300)
@@ -115,7 +115,6 @@ class SharedAirflow:
         self.running = None
 
     def start(self) -> None:
-        airflow_cli(self.home, "db", "migrate", timeout=900)  # a no-op on the migrated copy
         airflow_cli(self.home, "dags", "reserialize")  # every model's DAG, before any backfill
         self.running = start_airflow(self.home, self.port)
         wait_http(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", 300, self.running)
@@ -135,22 +134,55 @@ class SharedAirflow:
                                dag_id=f"streamtrain_{name}", db=self.db)
 
     def backfill(self, af, hours: list[int], conf: dict | None) -> bool:
-        """``airflow backfill create`` + unpause of ``af``'s DAG. On SQLite the scheduler is
-        stopped meanwhile (next to a running one the creation can fail half-way); PostgreSQL
-        takes it beside the running scheduler."""
+        """``airflow backfill create`` of ``af``'s DAG, then unpause it (REST). On SQLite the
+        scheduler is stopped during the creation (next to a running one it can fail half-way);
+        PostgreSQL takes it beside the running scheduler. (Every DAG was serialized at start.)"""
         from streamtrain_airflow.demo import backfill
 
-        if self.db != "sqlite":
-            created = backfill(self.home, af.dag_id, hours[0], hours[-1], conf, wait_for_dag=0)
-            airflow_cli(self.home, "dags", "unpause", af.dag_id)
-            return created
-        from trainer.process import kill_group
+        def create() -> bool:
+            return backfill(self.home, af.dag_id, hours[0], hours[-1], conf, wait_for_dag=0)
 
-        kill_group(self.running.procs["scheduler"], grace_seconds=15.0)
-        try:
-            return prepare_backfill(self.home, af.dag_id, hours[0], hours[-1], conf)
-        finally:
-            self.running.procs.update(start_airflow(self.home, self.port, ("scheduler",)).procs)
+        if self.db == "sqlite":
+            from trainer.process import kill_group
+
+            kill_group(self.running.procs["scheduler"], grace_seconds=15.0)
+            try:
+                created = create()
+            finally:
+                self.running.procs.update(start_airflow(self.home, self.port, ("scheduler",)).procs)
+        else:
+            created = create()
+        status, body = api(af, "PATCH", f"/api/v2/dags/{af.dag_id}?update_mask=is_paused",
+                           {"is_paused": False})
+        assert status == 200, body
+        return created
+
+
+def api(af, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """Call the REST API as user admin (simple auth manager: password from the generated file);
+    returns ``(status, JSON body)``, also for an error status."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from streamtrain_airflow.airflow_home import admin_password
+
+    base = f"http://127.0.0.1:{af.port}"
+    req = urllib.request.Request(f"{base}/auth/token", method="POST",
+                                 data=json.dumps({"username": "admin",
+                                                  "password": admin_password(af.home)}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        token = json.loads(resp.read())["access_token"]
+    req = urllib.request.Request(f"{base}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
 
 
 def group_alive(pgid: int) -> bool:

@@ -10,18 +10,15 @@ tests of this module (one DAG per test), torn down after.
 """
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_support import (chain_events, clear_and_rerun, ledger, streamtrain, task_state_map,
-                             wait_until)
-from streamtrain_airflow.airflow_home import _rows, admin_password, run_states, task_states
+from airflow_support import (api, chain_events, clear_and_rerun, ledger, streamtrain,
+                             task_state_map, wait_until)
+from streamtrain_airflow.airflow_home import _rows, run_states, task_states
 from streamtrain_airflow.demo import wait_backfills_complete, wait_runs
 from streamtrain_airflow.store_view import order_problem
 from trainer.config import load_config
@@ -38,27 +35,6 @@ HOURS = [hour_index(f"{DAY}T0{i}") for i in range(3)]
 QUICK_SENSOR = {"sensor_timeout_seconds": 5, "sensor_poke_seconds": 1}
 
 
-def _api(af, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    """Call the REST API as user admin (simple auth manager: password from the generated file);
-    returns ``(status, JSON body)``, also for an error status."""
-    base = f"http://127.0.0.1:{af.port}"
-    req = urllib.request.Request(f"{base}/auth/token", method="POST",
-                                 data=json.dumps({"username": "admin",
-                                                  "password": admin_password(af.home)}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        token = json.loads(resp.read())["access_token"]
-    req = urllib.request.Request(f"{base}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
-
-
 def test_backfill_with_a_gap_trains_in_order(scheduler_airflow):
     shared, af = scheduler_airflow, scheduler_airflow.model("gap")
     streamtrain("gen-data", "--config", str(af.config), "--start", f"{DAY}T00", "--hours", "3",
@@ -71,13 +47,13 @@ def test_backfill_with_a_gap_trains_in_order(scheduler_airflow):
     assert {t: s for (r, t), s in tis.items() if "T01:00:00" in r} == {
         "wait_for_partition": "skipped", "train": "skipped", "choose_save": "skipped",
         "save_full": "skipped", "save_delta": "skipped", "publish": "skipped"}
-    wait_backfills_complete(shared.running, af.dag_id)
+    wait_backfills_complete(shared.running, af.dag_id, timeout=600)
     # a second backfill over the same hours re-runs nothing (reprocess failed only):
     # Airflow creates an empty backfill whose runs are all "already exists"
     before = (af.model_dir / "ledger.jsonl").read_text()
     shared.backfill(af, HOURS, None)
-    wait_backfills_complete(shared.running, af.dag_id)
-    assert wait_runs(shared.running, af.dag_id, HOURS, timeout=30) == states
+    wait_backfills_complete(shared.running, af.dag_id, timeout=600)
+    assert wait_runs(shared.running, af.dag_id, HOURS, timeout=60) == states
     assert (af.model_dir / "ledger.jsonl").read_text() == before
 
     events = [(e["event"], e.get("kind"), e["hour_str"], e.get("version")) for e in ledger(af.model_dir)]
@@ -136,7 +112,7 @@ def test_failed_hour_blocks_later_hours_until_recovered(scheduler_airflow):
 
     # step 2: mark the blocked newer run failed (REST, as documented)
     run2 = next(r for r, t, s in task_states(af.home, af.dag_id) if f"{DAY}T02" in r)
-    status, _ = _api(af, "PATCH", f"/api/v2/dags/{af.dag_id}/dagRuns/{run2}", {"state": "failed"})
+    status, _ = api(af, "PATCH", f"/api/v2/dags/{af.dag_id}/dagRuns/{run2}", {"state": "failed"})
     assert status == 200
     clear_and_rerun(af, running, HOURS, f"{DAY}T01", f"{DAY}T02")  # step 3
 
@@ -154,11 +130,11 @@ def test_the_ui_backfill_dialog_unpause_then_create(scheduler_airflow):
     streamtrain("gen-data", "--config", str(af.config), "--start", f"{DAY}T00", "--hours", "3",
                 "--rows-per-hour", "1500")
     # what the dialog sends: unpause, then create at once
-    status, _ = _api(af, "PATCH", f"/api/v2/dags/{af.dag_id}?update_mask=is_paused",
+    status, _ = api(af, "PATCH", f"/api/v2/dags/{af.dag_id}?update_mask=is_paused",
                      {"is_paused": False})
     assert status == 200
     time.sleep(0.035)
-    status, body = _api(af, "POST", "/api/v2/backfills", {
+    status, body = api(af, "POST", "/api/v2/backfills", {
         "dag_id": af.dag_id, "from_date": f"{DAY}T00:00:00Z", "to_date": f"{DAY}T02:00:00Z",
         "run_backwards": False, "dag_run_conf": QUICK_SENSOR, "reprocess_behavior": "failed",
         "max_active_runs": 1})
