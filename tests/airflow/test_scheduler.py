@@ -24,7 +24,9 @@ from streamtrain_airflow.store_view import order_problem
 from trainer.config import load_config
 from trainer.hours import hour_index, partition_relpath
 
-pytestmark = pytest.mark.slow
+# the first test of each database also starts the shared Airflow (pytest-timeout counts fixtures);
+# on a loaded 2-core machine that and a backfill took longer than the suite's 600 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAY = "2026-01-01"
 MODELS = ("gap", "recovery", "dialog")
