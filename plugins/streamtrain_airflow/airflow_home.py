@@ -315,7 +315,9 @@ def stop_ui(home: Path, grace_seconds: float = 15.0) -> int:
         while _live_groups(home) and time.monotonic() < deadline:
             time.sleep(0.2)
     (home / UI_PIDFILE).unlink(missing_ok=True)
-    stop_database(home)
+    stopped = stop_database(home)
+    if stopped:
+        print(f"[ui] stopped {stopped}", flush=True)
     return len(pgids)
 
 
@@ -344,11 +346,10 @@ def start_database(home: Path) -> None:
         cfg.write(f)
 
 
-def stop_database(home: Path) -> None:
-    """Stop the home's private PostgreSQL, if it has one and it runs."""
+def stop_database(home: Path) -> str:
+    """Stop the home's private PostgreSQL, if it has one and it runs: what was stopped, or ""."""
     pg = _private_postgres(home)
-    if pg is not None and pg.stop():
-        print(f"[ui] stopped PostgreSQL of {pg.root}", flush=True)
+    return f"PostgreSQL of {pg.root}" if pg is not None and pg.stop() else ""
 
 
 def main(argv: list[str] | None = None) -> int:

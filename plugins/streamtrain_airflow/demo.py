@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if running is not None and not kept:
             stop_airflow(running)
-        if not kept:
-            stop_database(home)
+        if not kept and stop_database(home):
+            _say(f"stopped the PostgreSQL of {postgres}")
     return code
 
 
