@@ -11,8 +11,8 @@ config folder                ``STREAMTRAIN_CONFIG_DIR`` /     ``<repo>/examples`
                              ``[streamtrain] config_dir``
 first scheduled hour         ``[streamtrain] start_date``     ``2026-01-01T00:00Z``
 last scheduled hour          ``[streamtrain] end_date``       none (runs forever)
-first retry delay (seconds)  ``[streamtrain]                  20 (then doubling, at most 10 min)
-                             retry_delay_seconds``
+first retry delay (seconds)  ``[streamtrain]``                20 (then doubling, at most 10 min)
+                             ``retry_delay_seconds``
 ===========================  ==============================  =================================
 
 >>> dag_id_for("examples/demo.toml")
