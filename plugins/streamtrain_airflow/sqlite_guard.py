@@ -1,11 +1,11 @@
 """Refuse backfill creation through the REST API (the UI's backfill dialog) on SQLite.
 
-Reproduced on Airflow 3.3.2 with the embedded default (SQLite, LocalExecutor): the dialog's two
-calls, ``PATCH /api/v2/dags/<id>`` (unpause) and ``POST /api/v2/backfills`` 35 ms later, next to a
-running scheduler. Airflow commits the backfill row first, then creates its runs; when SQLite's
-single writer lock is taken meanwhile it answers 503 "Database is locked" and deletes the runs it
-had made, which the scheduler may already be processing (a run marked successful with no tasks,
-then the scheduler died with ``StaleDataError``). Nothing makes that path safe on SQLite, so this
+Reported in issue #18 on Airflow 3.3.2 with the embedded default (SQLite, LocalExecutor): the
+dialog's two calls, ``PATCH /api/v2/dags/<id>`` (unpause) and ``POST /api/v2/backfills`` 35 ms
+later, next to a running scheduler, answered 503 "Database is locked"; a run was marked
+successful with no tasks, then the scheduler died with ``StaleDataError``. Airflow's code
+(``models/backfill.py``) commits the backfill row first, creates its runs after, and on a lock
+error deletes the runs it had made, which the scheduler may already be processing. Nothing makes that path safe on SQLite, so this
 root middleware answers ``409`` with what to do instead before Airflow touches the database; the
 dry run (``POST /api/v2/backfills/dry_run``) still works. PostgreSQL (``make demo DB=postgres``)
 takes the request as usual.
