@@ -14,8 +14,11 @@ $(STAMP): $(SOURCES) scripts/setup.sh
 
 setup: $(STAMP)
 
+# the metadata database of `make demo`: sqlite (embedded default) or postgres (private, var/)
+DB ?= sqlite
+
 demo: $(STAMP)
-	$(VENV)/bin/streamtrain demo
+	$(VENV)/bin/streamtrain demo --db $(DB)
 
 # keep the UI up (api-server, scheduler, dag-processor on 127.0.0.1, each in its own process group)
 ui: $(STAMP)

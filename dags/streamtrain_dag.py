@@ -16,7 +16,7 @@ from __future__ import annotations
 from airflow.sdk import Param, TriggerRule, dag
 
 from streamtrain_airflow.dagconf import (
-    DEFAULT_ARGS, SAVE_TIMEOUT, TRAIN_TIMEOUT, config_files, dag_id_for, end_date, model_name,
+    SAVE_TIMEOUT, TRAIN_TIMEOUT, config_files, dag_id_for, default_args, end_date, model_name,
     start_date,
 )
 from streamtrain_airflow.operators import (
@@ -36,7 +36,7 @@ def declare(config_path: str):
         end_date=end_date(),
         catchup=True,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args(),
         params={
             # per-run overrides of the config's [sensor] section (None = use the config)
             "sensor_timeout_seconds": Param(None, type=["null", "number"], minimum=1),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything streamtrain needs on a fresh Debian machine, idempotently:
 # system packages (Chromium for the UI tests, iproute2 + util-linux for the cluster tests,
-# buildah + debootstrap for the image build), a project venv with the Python packages
+# buildah + debootstrap for the image build, PostgreSQL), a project venv with the Python packages
 # (Airflow, MPICH + mpi4py from PyPI, pyarrow, numpy, Cython, test tools) and the compiled table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # tests slow a syscall 
 # the image build and its test (docker/build.sh, tests/docker): no registry, a debootstrap base
 command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+# the production metadata database (`make demo DB=postgres`, the scheduler tests on both DBs)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then
@@ -28,6 +30,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need_apt[*]}"
+    if [[ " ${need_apt[*]} " == *" postgresql "* && ! -e /etc/postgresql-common/createcluster.conf ]]; then
+      # the project starts its own private cluster (plugins/streamtrain_airflow/postgres.py):
+      # no system-wide "main" cluster on port 5432
+      $SUDO mkdir -p /etc/postgresql-common
+      echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   fi

@@ -115,7 +115,20 @@ def build_parser(added: dict | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def whole_line_writes() -> None:
+    """Make every line of stdout and stderr leave this process in one ``write``, newline included.
+
+    Under ``PYTHONUNBUFFERED=1`` (Airflow task processes and CI often set it) ``print`` writes its
+    text and its newline in two calls; between them mpiexec could forward another rank's line, so
+    two ranks' lines became one log line. Lines of up to ``PIPE_BUF`` bytes stay whole in the pipe.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, write_through=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    whole_line_writes()
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else None
     added = {} if command in _HANDLERS else added_commands()  # not looked up on every rank

@@ -192,10 +192,16 @@ class MpiConfig:
 class SensorConfig:
     poke_seconds: float = 30.0
     timeout_seconds: float = 7200.0  # then the hour is recorded as missing and skipped
+    # hour H's partition lands this long after H starts, at the latest (the hour + the producer's
+    # delay); the sensor never waits past H + producer_lag_seconds + timeout_seconds
+    producer_lag_seconds: float = 3600.0
 
     def validate(self) -> None:
         _positive("sensor.poke_seconds", self.poke_seconds)
         _positive("sensor.timeout_seconds", self.timeout_seconds)
+        if not self.producer_lag_seconds >= 0:
+            raise ConfigError(f"sensor.producer_lag_seconds: must be >= 0, got "
+                              f"{self.producer_lag_seconds!r}")
 
 
 @dataclass(frozen=True)

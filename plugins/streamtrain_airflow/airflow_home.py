@@ -18,10 +18,10 @@ Settings chosen for a 2-core machine (see docs/airflow.md, all verified on Airfl
 from __future__ import annotations
 
 import configparser
+import datetime as _dt
 import os
 import secrets
 import socket
-import sqlite3
 import sys
 import time
 import urllib.request
@@ -53,13 +53,22 @@ def free_port(preferred: int = 8080, host: str = "127.0.0.1") -> int:
 
 
 def write_config(home: Path, *, port: int, config_dir: Path, start: str = "", end: str = "",
-                 parallelism: int = 4, sensor_friendly: bool = True) -> Path:
-    """Write ``<home>/airflow.cfg`` (keeps an existing jwt secret). Returns its path."""
+                 parallelism: int = 4, database_url: str = "", postgres_root: Path | None = None,
+                 retry_delay_seconds: float | None = None) -> Path:
+    """Write ``<home>/airflow.cfg`` (keeps an existing jwt secret). Returns its path.
+
+    ``database_url`` is the metadata database (default: SQLite ``<home>/airflow.db``);
+    ``postgres_root`` names the project's private PostgreSQL serving it (``make ui`` starts it
+    and ``make ui-stop`` stops it); ``retry_delay_seconds`` sets ``[streamtrain]
+    retry_delay_seconds``, the first retry delay of every task (tests set it low).
+    """
     home.mkdir(parents=True, exist_ok=True)
     path = home / "airflow.cfg"
     old = configparser.ConfigParser(interpolation=None)
     if path.exists():
         old.read(path)
+    if retry_delay_seconds is None:  # kept, as the secrets are, when not given
+        retry_delay_seconds = old.get("streamtrain", "retry_delay_seconds", fallback=None)
     secret = old.get("api_auth", "jwt_secret", fallback="") or secrets.token_urlsafe(32)
     api_secret = old.get("api", "secret_key", fallback="") or secrets.token_urlsafe(32)
     cfg = {
@@ -74,7 +83,7 @@ def write_config(home: Path, *, port: int, config_dir: Path, start: str = "", en
             "execution_api_server_url": f"http://127.0.0.1:{port}/execution/",
             "simple_auth_manager_users": "admin:admin",
         },
-        "database": {"sql_alchemy_conn": f"sqlite:///{home / 'airflow.db'}"},
+        "database": {"sql_alchemy_conn": database_url or f"sqlite:///{home / 'airflow.db'}"},
         "logging": {"base_log_folder": str(home / "logs")},
         "api": {"host": "127.0.0.1", "port": str(port), "workers": "1",
                 "base_url": f"http://127.0.0.1:{port}", "secret_key": api_secret},
@@ -83,6 +92,10 @@ def write_config(home: Path, *, port: int, config_dir: Path, start: str = "", en
         "dag_processor": {"parsing_processes": "1", "refresh_interval": "30"},
         "streamtrain": {"config_dir": str(config_dir), "start_date": start, "end_date": end},
     }
+    if postgres_root is not None:
+        cfg["streamtrain"]["postgres_root"] = str(postgres_root)
+    if retry_delay_seconds is not None:
+        cfg["streamtrain"]["retry_delay_seconds"] = str(retry_delay_seconds)
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_dict(cfg)
     with open(path, "w") as f:
@@ -157,40 +170,74 @@ def wait_http(url: str, timeout: float, running: AirflowProcesses | None = None)
         time.sleep(1.0)
 
 
-def run_states(home: Path, dag_id: str) -> dict[str, str]:
-    """``{logical date ISO: state}`` of a DAG's runs, read from the home's SQLite DB."""
-    db = home / "airflow.db"
-    if not db.exists():
-        return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+def read_config(home: Path) -> configparser.ConfigParser:
+    """The home's ``airflow.cfg``."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(home / "airflow.cfg")
+    return cfg
+
+
+def database_url(home: Path) -> str:
+    """The home's metadata database (``[database] sql_alchemy_conn``)."""
+    return read_config(home).get("database", "sql_alchemy_conn",
+                                 fallback=f"sqlite:///{home / 'airflow.db'}")
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _rows(home: Path, sql: str, **params) -> list[tuple]:
+    """Rows of one read-only query on the home's metadata DB ([] while it has no such table)."""
+    import sqlalchemy
+
+    url = database_url(home)
+    if is_sqlite(url):
+        db = Path(url.split(":///", 1)[1])
+        if not db.exists():
+            return []
+        url = f"sqlite:///file:{db}?mode=ro&uri=true"
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"timeout": 30} if is_sqlite(url) else {})
     try:
-        rows = con.execute("SELECT logical_date, state FROM dag_run WHERE dag_id = ?", (dag_id,))
-        return {str(d): s for d, s in rows}
-    except sqlite3.OperationalError:
-        return {}
+        with engine.connect() as con:
+            return [tuple(r) for r in con.execute(sqlalchemy.text(sql), params)]
+    except sqlalchemy.exc.ProgrammingError:
+        return []  # not migrated yet
+    except sqlalchemy.exc.OperationalError as err:
+        if "no such table" in str(err):
+            return []
+        raise
     finally:
-        con.close()
+        engine.dispose()
+
+
+def _date_key(value) -> str:
+    """A logical date as SQLite stores it (``2026-01-01 00:00:00.000000``), from either DB."""
+    if hasattr(value, "strftime"):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return str(value)
+
+
+def run_states(home: Path, dag_id: str) -> dict[str, str]:
+    """``{logical date (``YYYY-MM-DD HH:MM:SS.ffffff`` UTC): state}`` of a DAG's runs."""
+    rows = _rows(home, "SELECT logical_date, state FROM dag_run WHERE dag_id = :d", d=dag_id)
+    return {_date_key(d): s for d, s in rows}
 
 
 def active_backfills(home: Path, dag_id: str) -> int:
     """Number of backfills of ``dag_id`` not marked complete yet."""
-    con = sqlite3.connect(f"file:{home / 'airflow.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute("SELECT count(*) FROM backfill WHERE dag_id = ? AND completed_at IS NULL",
-                           (dag_id,)).fetchone()[0]
-    finally:
-        con.close()
+    rows = _rows(home, "SELECT count(*) FROM backfill WHERE dag_id = :d AND completed_at IS NULL",
+                 d=dag_id)
+    return rows[0][0] if rows else 0
 
 
 def task_states(home: Path, dag_id: str) -> list[tuple[str, str, str]]:
     """``(run_id, task_id, state)`` of a DAG's task instances (for failure reports)."""
-    db = home / "airflow.db"
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return list(con.execute("SELECT run_id, task_id, state FROM task_instance WHERE dag_id = ?"
-                                " ORDER BY run_id, task_id", (dag_id,)))
-    finally:
-        con.close()
+    return _rows(home, "SELECT run_id, task_id, state FROM task_instance WHERE dag_id = :d"
+                       " ORDER BY run_id, task_id", d=dag_id)
 
 
 def admin_password(home: Path) -> str | None:
@@ -220,9 +267,8 @@ def start_ui(home: Path, port: int = 8080, config_dir: Path = REPO / "examples",
                            f"{home / UI_PIDFILE}); stop it with `make ui-stop`")
     if not (home / "airflow.cfg").exists():
         write_config(home, port=free_port(port), config_dir=config_dir)
-    cfg = configparser.ConfigParser(interpolation=None)
-    cfg.read(home / "airflow.cfg")
-    port = cfg.getint("api", "port")
+    start_database(home)
+    port = read_config(home).getint("api", "port")
     import subprocess
 
     done = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(home),
@@ -269,7 +315,41 @@ def stop_ui(home: Path, grace_seconds: float = 15.0) -> int:
         while _live_groups(home) and time.monotonic() < deadline:
             time.sleep(0.2)
     (home / UI_PIDFILE).unlink(missing_ok=True)
+    stopped = stop_database(home)
+    if stopped:
+        print(f"[ui] stopped {stopped}", flush=True)
     return len(pgids)
+
+
+def _private_postgres(home: Path):
+    root = read_config(home).get("streamtrain", "postgres_root", fallback="")
+    if not root:
+        return None
+    from streamtrain_airflow.postgres import PrivatePostgres
+
+    return PrivatePostgres(Path(root))
+
+
+def start_database(home: Path) -> None:
+    """Start the home's private PostgreSQL, if it has one, and point ``airflow.cfg`` at the port
+    it listens on (a free one at each start). SQLite needs nothing."""
+    pg = _private_postgres(home)
+    if pg is None:
+        return
+    import urllib.parse
+
+    cfg = read_config(home)
+    old = cfg.get("database", "sql_alchemy_conn")
+    port = pg.start(urllib.parse.urlsplit(old).port or 5432)
+    cfg.set("database", "sql_alchemy_conn", pg.url(port))
+    with open(home / "airflow.cfg", "w") as f:
+        cfg.write(f)
+
+
+def stop_database(home: Path) -> str:
+    """Stop the home's private PostgreSQL, if it has one and it runs: what was stopped, or ""."""
+    pg = _private_postgres(home)
+    return f"PostgreSQL of {pg.root}" if pg is not None and pg.stop() else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ config folder                ``STREAMTRAIN_CONFIG_DIR`` /     ``<repo>/examples`
                              ``[streamtrain] config_dir``
 first scheduled hour         ``[streamtrain] start_date``     ``2026-01-01T00:00Z``
 last scheduled hour          ``[streamtrain] end_date``       none (runs forever)
+first retry delay (seconds)  ``[streamtrain]``                20 (then doubling, at most 10 min)
+                             ``retry_delay_seconds``
 ===========================  ==============================  =================================
 
 >>> dag_id_for("examples/demo.toml")
@@ -82,15 +84,22 @@ def end_date() -> pendulum.DateTime | None:
     return _utc(text) if text else None
 
 
-#: Retries with backoff for every task: a cold api-server can time out the first call of a task
-#: (Execution API), a save can meet a busy filesystem. Train and save are safe to retry.
-DEFAULT_ARGS = {
-    "owner": "streamtrain",
-    "retries": 2,
-    "retry_delay": _dt.timedelta(seconds=20),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": _dt.timedelta(minutes=10),
-}
+#: The first retry delay when ``[streamtrain] retry_delay_seconds`` is not set.
+RETRY_DELAY_SECONDS = 20.0
+
+
+def default_args() -> dict:
+    """Retries with backoff for every task: a cold api-server can time out the first call of a
+    task (Execution API), a save can meet a busy filesystem. Train and save are safe to retry.
+    The first delay is ``[streamtrain] retry_delay_seconds`` (tests set it low), then doubles."""
+    delay = float(_setting("retry_delay_seconds") or RETRY_DELAY_SECONDS)
+    return {
+        "owner": "streamtrain",
+        "retries": 2,
+        "retry_delay": _dt.timedelta(seconds=delay),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": _dt.timedelta(minutes=10),
+    }
 
 #: Upper bound of one hour's MPI job (on_kill terminates every rank when it is hit).
 TRAIN_TIMEOUT = _dt.timedelta(hours=3)

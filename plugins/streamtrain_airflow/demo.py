@@ -188,13 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the runs")
     p.add_argument("--keep-running", action="store_true",
                    help="leave api-server/scheduler/dag-processor up (UI) after the table")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
+                   help="metadata database: SQLite (<home>/airflow.db) or the project's private "
+                        "PostgreSQL (<home>/postgres, loopback, started and stopped here)")
     args = p.parse_args(argv)
 
     from trainer.config import load_config
 
     from streamtrain_airflow.airflow_home import (
-        admin_password, free_port, start_airflow, stop_airflow, wait_http,
-        write_config,
+        admin_password, free_port, start_airflow, start_database, stop_airflow, stop_database,
+        wait_http, write_config,
     )
 
     config = str(Path(args.config).resolve())
@@ -210,20 +213,27 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port(args.port)
     # scheduled runs (catchup) are limited to the demo's hours; the DAG is paused afterwards
+    postgres = home / "postgres" if args.db == "postgres" else None
     write_config(home, port=port, config_dir=Path(config).parent, start=_iso(hours[0]),
-                 end=_iso(hours[-1]))
-    _say(f"airflow: AIRFLOW_HOME={home} (SQLite, LocalExecutor, parallelism 4)")
-    airflow_cli(home, "db", "migrate", timeout=600)
-
-    # Backfill runs are created before the scheduler starts: with SQLite, `backfill create` next
-    # to a busy scheduler failed with "database is locked" half-way through.
-    created = prepare_backfill(home, dag_id, hours[0], hours[-1], DEMO_SENSOR)
-    _say("backfill created: airflow backfill create --dag-id %s --from-date %s --to-date %s "
-         "--reprocess-behavior failed --max-active-runs 1" % (dag_id, _iso(hours[0]), _iso(hours[-1]))
-         if created else "backfill: every hour already ran successfully; nothing to create")
-    running = start_airflow(home, port)
-    code = 1
+                 end=_iso(hours[-1]), postgres_root=postgres,
+                 database_url="postgresql+psycopg2://unset@127.0.0.1:54320/airflow" if postgres
+                 else "")
+    start_database(home)  # PostgreSQL: started here, its port written into airflow.cfg
+    running, kept, code = None, False, 1
     try:
+        _say(f"airflow: AIRFLOW_HOME={home} ("
+             + (f"PostgreSQL in {postgres}, 127.0.0.1" if postgres else "SQLite")
+             + ", LocalExecutor, parallelism 4)")
+        airflow_cli(home, "db", "migrate", timeout=600)
+
+        # Backfill runs are created before the scheduler starts: with SQLite, `backfill create`
+        # next to a busy scheduler failed with "database is locked" half-way through.
+        created = prepare_backfill(home, dag_id, hours[0], hours[-1], DEMO_SENSOR)
+        _say("backfill created: airflow backfill create --dag-id %s --from-date %s --to-date %s "
+             "--reprocess-behavior failed --max-active-runs 1"
+             % (dag_id, _iso(hours[0]), _iso(hours[-1]))
+             if created else "backfill: every hour already ran successfully; nothing to create")
+        running = start_airflow(home, port)
         wait_http(f"{running.url}/api/v2/monitor/health", 180, running)
         _say(f"airflow: api-server {running.url}, scheduler and dag-processor up "
              f"(process groups {', '.join(str(p.pid) for p in running.procs.values())})")
@@ -247,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
              f"(stop it: make -C {REPO} ui-stop AIRFLOW_HOME_DIR={home})")
         code = 0 if not failed else 1
         if args.keep_running:
-            _say("leaving Airflow running; stop it with: kill -- " + " ".join(f"-{p.pid}" for p in running.procs.values()))
-            running = None
+            _say("leaving Airflow running; stop it with: kill -- " + " ".join(f"-{p.pid}" for p in running.procs.values())
+                 + (f"; then make -C {REPO} ui-stop AIRFLOW_HOME_DIR={home} (stops PostgreSQL)"
+                    if postgres else ""))
+            running = kept = True
     finally:
-        if running is not None:
+        if running is not None and not kept:
             stop_airflow(running)
+        if not kept and stop_database(home):
+            _say(f"stopped the PostgreSQL of {postgres}")
     return code
 
 

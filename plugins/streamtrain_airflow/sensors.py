@@ -36,7 +36,7 @@ from airflow.sdk.exceptions import (
     AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException,
 )
 
-from trainer.hours import hour_str
+from trainer.hours import hour_start, hour_str
 
 from streamtrain_airflow.hours import data_hour
 from streamtrain_airflow.triggers import PartitionTrigger
@@ -44,6 +44,19 @@ from streamtrain_airflow.triggers import PartitionTrigger
 #: Extra seconds on top of the sensor timeout before the scheduler fails a deferral whose trigger
 #: never fired (triggerer down); the trigger's own deadline normally fires first.
 DEFERRAL_GRACE_SECONDS = 120.0
+
+
+def sensor_deadline(sensor_cfg, hour: int) -> float:
+    """UNIX time after which waiting for hour ``hour`` is in vain: the hour's start + the
+    producer's lag + the sensor timeout (``[sensor]`` of the config).
+
+    >>> from trainer.config import SensorConfig
+    >>> from trainer.hours import hour_index
+    >>> sensor_deadline(SensorConfig(timeout_seconds=7200, producer_lag_seconds=3600),
+    ...                 hour_index("2026-01-01T00"))  # 2026-01-01T03:00Z
+    1767236400.0
+    """
+    return hour_start(hour).timestamp() + sensor_cfg.producer_lag_seconds + sensor_cfg.timeout_seconds
 
 
 class PartitionSensor(BaseSensorOperator):
@@ -61,6 +74,8 @@ class PartitionSensor(BaseSensorOperator):
     Returns (XCom) ``{"hour", "hour_str", "partition", "files", "rows", "status"}`` where status is
     ``"landed"`` (also with 0 rows: train records the hour empty), ``"already_committed"`` (the hour
     is in the chain) or ``"empty"`` (recorded empty): nothing to wait for.
+    The wait ends at the sensor deadline at the latest (:func:`sensor_deadline`); a long-past hour
+    (deadline gone) gets one check: landed, or recorded missing at once.
     On timeout the hour is recorded as missing (``streamtrain mark-missing``) and the task is
     *skipped*, which skips train/save/publish of this run; later hours continue from the newest
     model. Both modes behave the same; only where the waiting happens differs.
@@ -114,7 +129,14 @@ class PartitionSensor(BaseSensorOperator):
                           hour_str(hour), status.reason)
             return {**self._out(hour, part), "status": "empty"}
 
-        self._timing(cfg, context)
+        self._timing(cfg, context, hour)
+        if self.timeout <= 0:  # a long-past hour: nothing will land by waiting
+            self.log.info("the sensor deadline of %s has passed (%s): one check decides",
+                          hour_str(hour), self._deadline_rule(cfg, hour))
+            if not self.poke(context):
+                self._never_landed(hour, part, 0.0, why=f"the sensor deadline "
+                                   f"({self._deadline_rule(cfg, hour)}) has passed")
+            return self._landed(cfg, hour, part)
         self.log.info("waiting up to %.0f s for %s/_SUCCESS (poke every %.0f s, %s)",
                       self.timeout, part.location, self.poke_interval,
                       "deferrable: in the triggerer" if self.deferrable else "poke mode")
@@ -151,25 +173,43 @@ class PartitionSensor(BaseSensorOperator):
             # The scheduler's deferral timeout (timeout + DEFERRAL_GRACE_SECONDS) hit before the
             # trigger fired, e.g. no triggerer was running. Decide with one last check.
             cfg, hour, part = self._resolve(context)
-            self._timing(cfg, context)
+            self._timing(cfg, context, hour)
             self.log.warning("deferral timed out before the trigger fired (is `airflow triggerer` "
                              "running?): %s", err)
             if not self.poke(context):
                 self._never_landed(hour, part, self.timeout, err)
             return self._landed(cfg, hour, part)
 
-    def _timing(self, cfg, context) -> None:
-        """Timeout and poke interval: the run's params, else the config's ``[sensor]``."""
+    def _timing(self, cfg, context, hour: int) -> None:
+        """Timeout and poke interval: the run's params, else the config's ``[sensor]``.
+
+        The config's timeout never reaches past the sensor deadline, hour start +
+        ``producer_lag_seconds`` + ``timeout_seconds``: a run of an older hour gets 0 (one check).
+        A run's own ``sensor_timeout_seconds`` is the operator's explicit choice and counts from
+        now (e.g. to wait for an old hour that is being produced again).
+        """
         params = context.get("params") or {}
-        self.timeout = float(params.get("sensor_timeout_seconds") or cfg.sensor.timeout_seconds)
         self.poke_interval = float(params.get("sensor_poke_seconds") or cfg.sensor.poke_seconds)
+        if params.get("sensor_timeout_seconds"):
+            self.timeout = float(params["sensor_timeout_seconds"])
+            return
+        left = sensor_deadline(cfg.sensor, hour) - time.time()
+        self.timeout = max(0.0, min(cfg.sensor.timeout_seconds, left))
+
+    @staticmethod
+    def _deadline_rule(cfg, hour: int) -> str:
+        deadline = _dt.datetime.fromtimestamp(sensor_deadline(cfg.sensor, hour), _dt.timezone.utc)
+        return (f"{hour_str(hour)}:00 + producer lag {cfg.sensor.producer_lag_seconds:.0f} s + "
+                f"timeout {cfg.sensor.timeout_seconds:.0f} s = {deadline:%Y-%m-%dT%H:%M:%SZ}")
 
     @staticmethod
     def _out(hour: int, part) -> dict:
         return {"hour": hour, "hour_str": hour_str(hour), "partition": part.location}
 
-    def _never_landed(self, hour: int, part, waited: float, cause: BaseException | None = None):
-        reason = f"partition never landed: no {part.location}/_SUCCESS after {waited:.0f} s"
+    def _never_landed(self, hour: int, part, waited: float, cause: BaseException | None = None,
+                      why: str = ""):
+        reason = (f"partition never landed: no {part.location}/_SUCCESS after {waited:.0f} s"
+                  + (f" ({why})" if why else ""))
         self._mark_missing(hour, reason)
         raise AirflowSkipException(f"hour {hour_str(hour)} recorded as missing: {reason}") from cause
 

@@ -58,6 +58,10 @@ def test_task_graph_and_scheduling_settings(tmp_path, monkeypatch):
         assert tasks[tid].depends_on_past, tid
     assert tasks["wait_for_partition"].mode == "poke"  # reschedule races: apache/airflow#71172
     assert all(t.retries >= 1 and t.retry_exponential_backoff for t in dag.tasks)
+    assert {t.retry_delay for t in dag.tasks} == {dt.timedelta(seconds=20)}  # production default
+    monkeypatch.setenv("AIRFLOW__STREAMTRAIN__RETRY_DELAY_SECONDS", "1.5")  # what tests set
+    assert {t.retry_delay for t in _dagbag().dags["streamtrain_tiny"].tasks} == {
+        dt.timedelta(seconds=1.5)}
     assert tasks["train"].execution_timeout is not None
     assert tasks["publish"].trigger_rule == "none_failed_min_one_success"
     [asset] = tasks["publish"].outlets

@@ -62,8 +62,11 @@ def test_deferrable_sensor_lands_then_times_out(af):
     [v1] = ledger(af.model_dir)
     assert (v1["event"], v1["kind"], v1["hour_str"], v1["version"]) == ("commit", "full", "2026-01-01T00", "v000001")
 
-    t0 = time.monotonic()  # the config's sensor timeout is 4 s: hour 1 never lands
-    out = dags_test(af, "2026-01-01T01:00:00+00:00", af.root / "hour1.log", timeout=120)
+    # hour 1 never lands; a run timeout of its own (4 s) makes the long-past hour wait in the
+    # trigger rather than being decided by one check (test_sensor_deadline.py)
+    t0 = time.monotonic()
+    out = dags_test(af, "2026-01-01T01:00:00+00:00", af.root / "hour1.log", timeout=120,
+                    conf={"sensor_timeout_seconds": 4, "sensor_poke_seconds": 1})
     assert INLINE in out
     assert "trigger fired: {'status': 'timeout'" in out, out[-4000:]
     assert "recorded as missing" in out

@@ -56,7 +56,7 @@ def test_failed_save_leaves_the_chain_and_clearing_the_run_retrains_it(af):
             staged.write_bytes(bytes(data))
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-        states = wait_runs(running, af.dag_id, hours, timeout=400)  # 3 attempts, 20 + 40 s apart
+        states = wait_runs(running, af.dag_id, hours, timeout=400)  # 3 attempts (retry delay: conftest)
         assert states == {hours[0]: "success", hours[1]: "failed"}, task_state_map(af)
         tis = task_state_map(af)
         assert tis[("01", "train")] == "success" and tis[("01", "save_delta")] == "failed"

@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 
+from tests.airflow.airflow_support import group_alive
 from streamtrain_airflow.airflow_home import UI_PIDFILE, free_port, write_config
 from streamtrain_airflow.dagconf import REPO
 
@@ -22,14 +23,6 @@ def _make(target: str, home, timeout: float) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_make_ui_answers_then_ui_stop_leaves_nothing(tmp_path):
     home = tmp_path / "airflow"
     port = free_port(0)
@@ -43,9 +36,9 @@ def test_make_ui_answers_then_ui_stop_leaves_nothing(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health",
                                     timeout=30) as resp:
             assert resp.status == 200
-        assert len(pgids) == 3 and all(_group_alive(g) for g in pgids)
+        assert len(pgids) == 3 and all(group_alive(g) for g in pgids)
     finally:
         stopped = _make("ui-stop", home, timeout=120)
     assert stopped.returncode == 0, stopped.stderr[-2000:]
-    assert [g for g in pgids if _group_alive(g)] == []
+    assert [g for g in pgids if group_alive(g)] == []
     assert not (home / UI_PIDFILE).exists()
