@@ -32,10 +32,9 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from revisions import module_at  # noqa: E402
-from support import write_model_config  # noqa: E402
+from tests.support import write_model_config  # noqa: E402
 from trainer import partition  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.gendata import generate_hour  # noqa: E402
