@@ -72,3 +72,48 @@ def streamtrain(*args: str, timeout: float = 300, env: dict | None = None,
         command = [MPIEXEC, "-n", str(mpi_ranks), *command]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+#: A user's network that fails on one worker rank at its first batch (the callback runs when the
+#: compiled step runs, not when it is traced or checked): ``raise@R`` raises, ``kill@R`` is the
+#: rank killed by a signal.
+FAILING_NETWORK = """
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+
+FAULT = "{fault}"
+
+
+def _fail_on_my_rank():
+    action, _, rank = FAULT.partition("@")
+    if os.environ.get("PMI_RANK") != rank:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected fault ({{FAULT}})")
+
+
+class Failing:
+    def init(self, key):
+        return {{"w": jnp.zeros((1,), jnp.float32)}}
+
+    def apply(self, params, inputs):
+        jax.debug.callback(_fail_on_my_rank)
+        return jnp.sum(inputs.dense, axis=1) * params["w"][0] + inputs.wide
+
+
+def factory(spec):
+    return Failing()
+"""
+
+
+def use_failing_network(config_path: Path, folder: Path, fault: str) -> None:
+    """Make the model config at `config_path` train :data:`FAILING_NETWORK` with `fault`
+    (``raise@R`` / ``kill@R``), written into `folder`."""
+    (folder / "failing.py").write_text(FAILING_NETWORK.format(fault=fault))
+    text = config_path.read_text().replace(
+        "[network]\n", f'[network]\nmodel = "{folder}/failing.py:factory"\n')
+    config_path.write_text(text.replace("[network.options]\nhidden = [16]\n", ""))

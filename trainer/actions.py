@@ -86,7 +86,7 @@ def chain_command(cfg: ModelConfig, verify: bool = False, as_json: bool = False)
 def predict(cfg: ModelConfig, version: str, input_path: str, output_path: str) -> str:
     """Score a Parquet file or folder of the input schema (the label column optional) with a
     committed version ("head" = newest; "v1" = "v000001"); the summary as strict JSON."""
-    from trainer.store.jsonsafe import strict_dumps
+    from trainer.jsonsafe import strict_dumps
     from trainer.store.predict import predict as score
 
     return strict_dumps(score(cfg, version, input_path, output_path))

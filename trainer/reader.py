@@ -334,7 +334,7 @@ def _non_finite(cell: str = ""):
     return say
 
 
-class _RowGroupReader:
+class RowGroupReader:
     def __init__(self, columns, fs: pafs.FileSystem, bad_rows: str, dense_fill: float):
         self.columns = columns
         self.fs = fs
@@ -591,7 +591,7 @@ class BatchReader:
         self.fs = filesystem or pafs.LocalFileSystem()
         self.quarantine_path = quarantine_path
         self.stats = ReadStats()
-        self._rg = _RowGroupReader(columns, self.fs, bad_rows, getattr(columns, "dense_fill", 0.0))
+        self._rg = RowGroupReader(columns, self.fs, bad_rows, getattr(columns, "dense_fill", 0.0))
         self.has_shows = bool(columns.show)
         self._sequences = tuple((getattr(columns, "sequences", None) or {}).items())
 

@@ -187,7 +187,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _rows(home: Path, sql: str, **params) -> list[tuple]:
+def query_rows(home: Path, sql: str, **params) -> list[tuple]:
     """Rows of one read-only query on the home's metadata DB ([] while it has no such table)."""
     import sqlalchemy
 
@@ -223,20 +223,20 @@ def _date_key(value) -> str:
 
 def run_states(home: Path, dag_id: str) -> dict[str, str]:
     """``{logical date (``YYYY-MM-DD HH:MM:SS.ffffff`` UTC): state}`` of a DAG's runs."""
-    rows = _rows(home, "SELECT logical_date, state FROM dag_run WHERE dag_id = :d", d=dag_id)
+    rows = query_rows(home, "SELECT logical_date, state FROM dag_run WHERE dag_id = :d", d=dag_id)
     return {_date_key(d): s for d, s in rows}
 
 
 def active_backfills(home: Path, dag_id: str) -> int:
     """Number of backfills of ``dag_id`` not marked complete yet."""
-    rows = _rows(home, "SELECT count(*) FROM backfill WHERE dag_id = :d AND completed_at IS NULL",
+    rows = query_rows(home, "SELECT count(*) FROM backfill WHERE dag_id = :d AND completed_at IS NULL",
                  d=dag_id)
     return rows[0][0] if rows else 0
 
 
 def task_states(home: Path, dag_id: str) -> list[tuple[str, str, str]]:
     """``(run_id, task_id, state)`` of a DAG's task instances (for failure reports)."""
-    return _rows(home, "SELECT run_id, task_id, state FROM task_instance WHERE dag_id = :d"
+    return query_rows(home, "SELECT run_id, task_id, state FROM task_instance WHERE dag_id = :d"
                        " ORDER BY run_id, task_id", d=dag_id)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.airflow.airflow_support import (api, chain_events, clear_and_rerun, ledger, streamtrain,
                              task_state_map, wait_until)
-from streamtrain_airflow.airflow_home import _rows, run_states, task_states
+from streamtrain_airflow.airflow_home import query_rows, run_states, task_states
 from streamtrain_airflow.demo import wait_backfills_complete, wait_runs
 from streamtrain_airflow.store_view import order_problem
 from trainer.config import load_config
@@ -140,7 +140,7 @@ def test_the_ui_backfill_dialog_unpause_then_create(scheduler_airflow):
         "dag_id": af.dag_id, "from_date": f"{DAY}T00:00:00Z", "to_date": f"{DAY}T02:00:00Z",
         "run_backwards": False, "dag_run_conf": QUICK_SENSOR, "reprocess_behavior": "failed",
         "max_active_runs": 1})
-    backfills = lambda: _rows(af.home, "SELECT count(*) FROM backfill WHERE dag_id = :d",  # noqa: E731
+    backfills = lambda: query_rows(af.home, "SELECT count(*) FROM backfill WHERE dag_id = :d",  # noqa: E731
                               d=af.dag_id)[0][0]
     if shared.db == "sqlite":
         assert status == 409, body

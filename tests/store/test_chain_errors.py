@@ -149,7 +149,7 @@ def test_torn_last_line_ignored_then_cut(chain3):
 
 def test_chain_command_lists_every_version_and_marks_the_bad_one(chain3):
     """``streamtrain chain`` without --verify: every version listed, the bad one marked, exit 1."""
-    from support import streamtrain, write_model_config
+    from tests.support import streamtrain, write_model_config
 
     config = write_model_config(chain3 / "cfg")
     config.write_text(config.read_text().replace(f'model_dir = "{chain3 / "cfg"}/model"',

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support import streamtrain
+from tests.support import use_failing_network, streamtrain
 from trainer.config import load_config
 from trainer.hours import hour_index, partition_relpath
 from trainer import store
@@ -110,48 +110,10 @@ def test_too_few_ranks_is_refused(model_config):
     assert "need at least 3 ranks" in proc.stderr
 
 
-#: A user's network that fails on one worker rank at its first batch (the callback runs when the
-#: compiled step runs, not when it is traced or checked): ``raise@R`` raises, ``kill@R`` is the
-#: rank killed by a signal.
-FAILING_NETWORK = """
-import os
-import signal
-
-import jax
-import jax.numpy as jnp
-
-FAULT = "{fault}"
-
-
-def _fail_on_my_rank():
-    action, _, rank = FAULT.partition("@")
-    if os.environ.get("PMI_RANK") != rank:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault ({{FAULT}})")
-
-
-class Failing:
-    def init(self, key):
-        return {{"w": jnp.zeros((1,), jnp.float32)}}
-
-    def apply(self, params, inputs):
-        jax.debug.callback(_fail_on_my_rank)
-        return jnp.sum(inputs.dense, axis=1) * params["w"][0] + inputs.wide
-
-
-def factory(spec):
-    return Failing()
-"""
-
-
 @pytest.mark.parametrize("fault", ["raise@2", "kill@2", "raise@1"])
 def test_a_failing_rank_fails_every_rank_quickly(model_config, tmp_path, fault):
-    (tmp_path / "failing.py").write_text(FAILING_NETWORK.format(fault=fault))
     path = model_config(servers=1, workers=2)
-    text = path.read_text().replace("[network]\n", f'[network]\nmodel = "{tmp_path}/failing.py:factory"\n')
-    path.write_text(text.replace("[network.options]\nhidden = [16]\n", ""))
+    use_failing_network(path, tmp_path, fault)
     write_partition(load_config(path), H0, rows=4000)
     started = time.monotonic()
     proc = train(path, H0, 3, timeout=120)

@@ -252,9 +252,9 @@ def test_tiny_row_groups_are_read_together_into_the_same_batches(
     a few chunks (not one per row group)."""
     from trainer import reader as reader_module
     reads = []
-    real_read = reader_module._RowGroupReader.read
+    real_read = reader_module.RowGroupReader.read
     monkeypatch.setattr(reader_module, "COALESCE_ROWS", 100)
-    monkeypatch.setattr(reader_module._RowGroupReader, "read",
+    monkeypatch.setattr(reader_module.RowGroupReader, "read",
                         lambda self, units, *a: reads.append(len(units)) or real_read(self, units, *a))
     cols = make_columns(slots=("user", "tags"), dense=("d0", "d1"), bad_rows="quarantine")
     t = base_table(300)
