@@ -89,12 +89,13 @@ def kill_group(proc: subprocess.Popen, grace_seconds: float = 10.0) -> None:
             return  # nobody left in the group
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(pgid):
+            if proc.poll() is not None and not group_alive(pgid):
                 return
             time.sleep(0.1)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Does process group `pgid` still have a member (a zombie counts until it is reaped)?"""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -145,12 +146,14 @@ def _die_with_caller() -> None:
 
 
 def start_group(argv: Sequence[str], *, env: dict | None = None, cwd: str | None = None,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) -> subprocess.Popen:
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                outlive_caller: bool = False) -> subprocess.Popen:
     """Start ``argv`` as the leader of a new session/process group (``start_new_session=True``)
-    that is sent SIGTERM if the calling thread dies (:func:`die_with_parent`)."""
+    that is sent SIGTERM if the calling thread dies (:func:`die_with_parent`), unless
+    `outlive_caller` (a service left running on purpose, e.g. ``make ui``'s Airflow)."""
     return subprocess.Popen(
         list(argv), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-        start_new_session=True, preexec_fn=_die_with_caller, text=True if stdout == subprocess.PIPE else None, bufsize=1
+        start_new_session=True, preexec_fn=None if outlive_caller else _die_with_caller, text=True if stdout == subprocess.PIPE else None, bufsize=1
         if stdout == subprocess.PIPE else -1,
     )
 
@@ -181,7 +184,7 @@ def run_streaming(argv: Sequence[str], on_line: Callable[[str], None], *, env: d
         if proc.stdout is not None:
             proc.stdout.close()
     # the leader exited: anything left in its group is an orphan rank
-    if _group_alive(proc.pid):
+    if group_alive(proc.pid):
         kill_group(proc, grace_seconds=2.0)
     if rc != 0:
         raise CommandFailed(argv, rc, list(lines))

@@ -130,8 +130,11 @@ class AirflowProcesses:
                                    f"{self.home / 'logs' / (name + '.out')}")
 
 
-def start_airflow(home: Path, port: int, components=COMPONENTS) -> AirflowProcesses:
-    """Start each component in its own process group, output to ``<home>/logs/<name>.out``."""
+def start_airflow(home: Path, port: int, components=COMPONENTS, *,
+                  outlive_caller: bool = False) -> AirflowProcesses:
+    """Start each component in its own process group, output to ``<home>/logs/<name>.out``.
+
+    The components die with the calling process unless `outlive_caller` (the UI kept up)."""
     env = airflow_env(home)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     running = AirflowProcesses(home, port)
@@ -140,7 +143,8 @@ def start_airflow(home: Path, port: int, components=COMPONENTS) -> AirflowProces
             out = open(home / "logs" / f"{name}.out", "ab")
             argv = [airflow_bin(), name] + (["--port", str(port), "--host", "127.0.0.1"]
                                              if name == "api-server" else [])
-            running.procs[name] = start_group(argv, env=env, stdout=out, stderr=out)
+            running.procs[name] = start_group(argv, env=env, stdout=out, stderr=out,
+                                              outlive_caller=outlive_caller)
             out.close()
     except BaseException:
         stop_airflow(running)
@@ -275,7 +279,7 @@ def start_ui(home: Path, port: int = 8080, config_dir: Path = REPO / "examples",
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate exited {done.returncode}:\n{done.stderr[-3000:]}")
-    running = start_airflow(home, port)
+    running = start_airflow(home, port, outlive_caller=True)  # up after `make ui` returns
     (home / UI_PIDFILE).write_text("".join(f"{p.pid}\n" for p in running.procs.values()))
     try:
         wait_http(f"{running.url}/api/v2/monitor/health", timeout, running)

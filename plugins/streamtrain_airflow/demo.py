@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
              "--reprocess-behavior failed --max-active-runs 1"
              % (dag_id, _iso(hours[0]), _iso(hours[-1]))
              if created else "backfill: every hour already ran successfully; nothing to create")
-        running = start_airflow(home, port)
+        running = start_airflow(home, port, outlive_caller=args.keep_running)
         wait_http(f"{running.url}/api/v2/monitor/health", 180, running)
         _say(f"airflow: api-server {running.url}, scheduler and dag-processor up "
              f"(process groups {', '.join(str(p.pid) for p in running.procs.values())})")

@@ -5,9 +5,9 @@ dialog's two calls, ``PATCH /api/v2/dags/<id>`` (unpause) and ``POST /api/v2/bac
 later, next to a running scheduler, answered 503 "Database is locked"; a run was marked
 successful with no tasks, then the scheduler died with ``StaleDataError``. Airflow's code
 (``models/backfill.py``) commits the backfill row first, creates its runs after, and on a lock
-error deletes the runs it had made, which the scheduler may already be processing. Nothing makes that path safe on SQLite, so this
-root middleware answers ``409`` with what to do instead before Airflow touches the database; the
-dry run (``POST /api/v2/backfills/dry_run``) still works. PostgreSQL (``make demo DB=postgres``)
+error deletes the runs it had made, which the scheduler may already be processing. Nothing
+makes that path safe on SQLite, so this root middleware answers ``409`` with what to do instead
+before Airflow touches the database; the dry run (``POST /api/v2/backfills/dry_run``) still works. PostgreSQL (``make demo DB=postgres``)
 takes the request as usual.
 """
 from __future__ import annotations

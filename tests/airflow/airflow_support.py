@@ -13,6 +13,7 @@ from streamtrain_airflow.airflow_home import (COMPONENTS, airflow_env, run_state
                                               stop_airflow, task_states, wait_http)
 from streamtrain_airflow.demo import airflow_cli, prepare_backfill
 from tests.support import REPO, streamtrain as run_streamtrain
+from trainer.process import group_alive
 from trainer.store import Ledger
 
 # a tiny model: 1 server + 1 worker, small network, short sensor timeout
@@ -183,13 +184,3 @@ def api(af, method: str, path: str, body: dict | None = None) -> tuple[int, dict
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
-
-
-def group_alive(pgid: int) -> bool:
-    import os
-
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True

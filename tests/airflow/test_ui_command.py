@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import urllib.request
 
 import pytest
 
-from tests.airflow.airflow_support import group_alive
+from trainer.process import group_alive
 from streamtrain_airflow.airflow_home import UI_PIDFILE, free_port, write_config
 from streamtrain_airflow.dagconf import REPO
 
 pytestmark = pytest.mark.slow
 
+#: How long after `make ui` returns the UI must still answer.
+UP_AFTER_SECONDS = 5
 CLEAN_PATH = "/usr/bin:/bin"  # no venv bin: `airflow standalone` spawned from here failed
 
 
@@ -33,6 +36,7 @@ def test_make_ui_answers_then_ui_stop_leaves_nothing(tmp_path):
     try:
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
         assert f"127.0.0.1:{port}" in started.stdout
+        time.sleep(UP_AFTER_SECONDS)  # still up once `make ui` has returned (not tied to it)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health",
                                     timeout=30) as resp:
             assert resp.status == 200
