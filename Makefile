@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/store_bench.py --quick
 	$(VENV)/bin/python bench/train_bench.py --quick
 	$(VENV)/bin/python bench/rowgroup_bench.py --quick
+	$(VENV)/bin/python bench/ui_bench.py --quick
 
 clean:
 	rm -rf var build *.egg-info pstable/*.so pstable/*.c

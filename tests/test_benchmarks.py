@@ -21,6 +21,7 @@ import pstable_bench  # noqa: E402
 import rowgroup_bench  # noqa: E402
 import store_bench  # noqa: E402
 import train_bench  # noqa: E402
+import ui_bench  # noqa: E402
 
 
 def result_lines(out):
@@ -126,6 +127,15 @@ def test_rowgroup_bench_prints_every_measure(tmp_path, capsys):
         line = next(line for line in out.splitlines() if line.startswith(measure))
         large, tiny = (float(x.rstrip("s")) for x in line[len(measure):].split()[:2])
         assert large > 0 and tiny > 0, line
+
+
+def test_ui_bench_prints_every_case(tmp_path, capsys):
+    assert ui_bench.main(["--quick", "--root", str(tmp_path)]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "---" not in line and "case" not in line}
+    assert set(rows) == {"page cold", "page warm", "page 40 cold", "baseline, whole chain cold"}
+    assert all(float(line.split(" | ")[1]) > 0 for line in rows.values()), rows
+    assert list(tmp_path.iterdir()) == [], "the synthetic store was left behind"
 
 
 def test_row_layout_probe_layouts_read_the_same_rows(tmp_path):

@@ -84,6 +84,7 @@ def test_gradients_match_finite_differences(name, options, spec):
                   for k, v in net.init(jax.random.PRNGKey(3)).items()}
         x = batch(spec, seed=1, dtype=np.float64)
 
+        @jax.jit  # one compile instead of op-by-op dispatch in the many evaluations below
         def logits(params, pooled, wide, dense, sequences):
             return net.apply(params, Inputs(pooled, wide, dense, sequences, x.masks))
 
