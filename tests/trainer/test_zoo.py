@@ -88,8 +88,9 @@ def test_gradients_match_finite_differences(name, options, spec):
         def logits(params, pooled, wide, dense, sequences):
             return net.apply(params, Inputs(pooled, wide, dense, sequences, x.masks))
 
+        # reverse mode only: training differentiates nothing in forward mode
         check_grads(logits, (params, x.pooled, x.wide, x.dense, dict(x.sequences)), order=1,
-                    modes=("fwd", "rev"), eps=1e-6)
+                    modes=("rev",), eps=1e-6)
         grads = jax.grad(lambda *a: jnp.sum(logits(*a)), argnums=(0, 1, 4))(
             params, x.pooled, x.wide, x.dense, dict(x.sequences))
         assert all(np.any(g != 0) for g in grads[0].values()), "a parameter gets no gradient"
