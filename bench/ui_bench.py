@@ -8,7 +8,8 @@ store of ``--versions`` versions (``tests/ui/ui_storegen.py``):
 - page cold: the ledger replayed, then the ``meta.json`` of the page's rows and of the chart's
   window read and checked against their sha256 (caches empty, as after the UI started);
 - page warm: the same again (the ledger unchanged since: its cached replay and metas serve it);
-- page 40: a cold page far back in the chain (same cost as the first: reads do not grow with depth);
+- page 40: a cold page far back in the chain (the last page if there are fewer; reads do not
+  grow with depth);
 - baseline, whole chain: every version's ``meta.json`` read and checked, what a page that
   joined the whole chain would cost.
 
@@ -34,18 +35,19 @@ from streamtrain_airflow.ui.app import DEFAULT_HOURS, DEFAULT_PER_PAGE
 from tests.ui.ui_storegen import make_store
 
 
-def page_reads(model_dir: str, page: int) -> int:
-    """What the model page reads: its table rows and its chart; returns the rows shown."""
+def page_reads(model_dir: str, page: int) -> None:
+    """The data-layer calls of a model page (``ui/app.py``): its table rows and its chart."""
     chain = data.read_chain(model_dir)
     versions, _ = data.page_of(chain, page, DEFAULT_PER_PAGE)
-    rows = [data.version_row(model_dir, v) for v in versions]
+    for v in versions:
+        data.version_row(model_dir, v)
     data.series(chain, DEFAULT_HOURS)
-    return len(rows)
 
 
-def whole_chain(model_dir: str) -> int:
+def whole_chain(model_dir: str) -> None:
     chain = data.read_chain(model_dir)
-    return len([data.version_row(model_dir, v) for v in chain.versions])
+    for v in chain.versions:
+        data.version_row(model_dir, v)
 
 
 def timed(fn, *, cold: bool) -> float:
